@@ -1,0 +1,27 @@
+# The two commands of the README are `make sim` (main job, simulation) and `make test`.
+# Both run the idempotent set-up first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help setup test sim bench clean
+
+help:
+	@echo "make setup   install everything (venv, ROS 2, torch, ...) and build ros2_ws"
+	@echo "make test    set up, then run every test"
+	@echo "make sim     set up, then run the Panda stack in simulation and write a report"
+	@echo "make bench   set up, then print the benchmarks (model, executor, cameras)"
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	@bash scripts/run_tests.sh
+
+sim: setup
+	@bash scripts/with_env.sh python -m vpp_ros.sim_demo --config config/panda.yaml --output outputs/sim_demo
+
+bench: setup
+	@bash scripts/bench.sh
+
+clean:
+	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log

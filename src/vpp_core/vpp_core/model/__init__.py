@@ -1,0 +1,1 @@
+"""VPP model: TVP predictive features, Video Former, diffusion action head."""

@@ -1,0 +1,1 @@
+"""vpp_hardware."""

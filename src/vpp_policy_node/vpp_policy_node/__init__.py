@@ -1,0 +1,1 @@
+"""vpp_policy_node."""
