@@ -18,6 +18,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "camera_node = vpp_hardware.nodes.camera_node:main",
+            "sim_world_node = vpp_hardware.nodes.sim_world_node:main",
+            "franka_executor_node = vpp_hardware.nodes.franka_executor_node:main",
         ],
     },
 )

@@ -18,6 +18,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "vpp_graph = vpp_ros.graph:main",
+            "vpp_relay = vpp_ros.relay:main",
         ],
     },
 )

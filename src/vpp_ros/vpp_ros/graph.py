@@ -1,0 +1,250 @@
+"""The node graph of each robot stack, described once and started two ways.
+
+``launch/<robot>.launch.py`` turns :func:`build_graph` into ``launch_ros`` nodes (robot PCs);
+``python -m vpp_ros.graph`` starts the very same nodes as plain processes with the same YAML
+parameter file (CI and developer machines have no ``launch`` package).
+
+    python -m vpp_ros.graph --robot panda --use-sim            # simulation, Ctrl-C to stop
+    python -m vpp_ros.graph --robot panda --robot-ip 172.16.0.2 --checkpoint models/panda
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Sequence
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph."""
+
+    name: str
+    package: str
+    executable: str  # console script installed by the package (what launch_ros runs)
+    module: str  # python module with main(), what the non-launch runner runs
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)  # on top of the YAML
+
+
+@dataclasses.dataclass
+class GraphArgs:
+    """The launch arguments; names match ``ros2 launch vpp_bringup <robot>.launch.py ARG:=...``."""
+
+    robot: str = "panda"
+    config: str = ""  # YAML parameter file; default: config/<robot>.yaml
+    use_sim: bool = False
+    robot_ip: str = ""  # empty: keep the YAML's value
+    checkpoint: str = ""  # empty: keep the YAML's value (empty there = tiny random policy)
+    static_camera_serial: str = ""
+    wrist_camera_serial: str = ""
+
+    def resolved_config(self) -> str:
+        if self.config:
+            return self.config
+        return str(default_config_path(self.robot))
+
+
+#: Launch argument name -> (default, description). Used by the launch files and the CLI.
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "use_sim": ("false", "true: franky-sim + simulated cameras on this machine; false: real hardware"),
+    "robot_ip": ("", "robot controller address (Franka FCI / XArm); empty keeps config value"),
+    "checkpoint": ("", "policy checkpoint directory; empty keeps config value (empty = tiny random)"),
+    "static_camera_serial": ("", "RealSense serial of the static camera; empty keeps config value"),
+    "wrist_camera_serial": ("", "RealSense serial of the wrist camera; empty keeps config value"),
+    "config": ("", "parameter YAML; default: the package's config/<robot>.yaml"),
+}
+
+EXECUTORS = {"panda": "franka_executor", "xhand": "xhand_executor"}
+
+
+def default_config_path(robot: str) -> pathlib.Path:
+    """config/<robot>.yaml: the source tree's when running from it, else the installed share."""
+    source = REPO_ROOT / "config" / f"{robot}.yaml"
+    if source.is_file():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return pathlib.Path(get_package_share_directory("vpp_bringup")) / "config" / f"{robot}.yaml"
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def build_graph(args: GraphArgs) -> list[NodeSpec]:
+    """The nodes of ``args.robot``'s stack, with launch arguments turned into parameter overrides."""
+    if args.robot not in EXECUTORS:
+        raise ValueError(f"unknown robot {args.robot!r}; known: {sorted(EXECUTORS)}")
+    executor = EXECUTORS[args.robot]
+    nodes: list[NodeSpec] = []
+    if args.use_sim:
+        # One process owns the simulated world: franky-sim's robot server (libfranka protocol on
+        # loopback) and the MuJoCo renderer of both cameras, publishing the same topics as the
+        # real camera nodes.
+        sim_params: dict[str, Any] = {}
+        if args.robot_ip:
+            sim_params["host"] = args.robot_ip
+        nodes.append(NodeSpec("sim_world", "vpp_hardware", "sim_world_node",
+                              "vpp_hardware.nodes.sim_world_node", sim_params))
+    else:
+        for view, serial in (("static_camera", args.static_camera_serial), ("wrist_camera", args.wrist_camera_serial)):
+            params: dict[str, Any] = {"serial": serial} if serial else {}
+            nodes.append(NodeSpec(view, "vpp_hardware", "camera_node", "vpp_hardware.nodes.camera_node", params))
+    exec_params: dict[str, Any] = {"robot_ip": args.robot_ip} if args.robot_ip else {}
+    nodes.append(NodeSpec(executor, "vpp_hardware", f"{executor}_node",
+                          f"vpp_hardware.nodes.{executor}_node", exec_params))
+    policy_params: dict[str, Any] = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    nodes.append(NodeSpec("policy_node", "vpp_policy_node", "policy_node",
+                          "vpp_policy_node.policy_node", policy_params))
+    return nodes
+
+
+def ros_args_for(spec: NodeSpec, config: str) -> list[str]:
+    """``--ros-args`` for a node: its name, the YAML file, then the overrides."""
+    out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", config]
+    for key, value in spec.parameters.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out += ["-p", f"{key}:={value}"]
+    return out
+
+
+class GraphProcesses:
+    """Starts the graph's nodes as child processes and stops them together.
+
+    Output of every node goes to ``log_dir/<node>.log`` when given, else to this process's
+    stdout with a ``[node]`` prefix.
+    """
+
+    def __init__(self, args: GraphArgs, log_dir: str | pathlib.Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.specs = build_graph(args)
+        self.config = args.resolved_config()
+        self.log_dir = pathlib.Path(log_dir) if log_dir else None
+        self.env = {**os.environ, **(extra_env or {})}
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.setdefault("MUJOCO_GL", "osmesa")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if not pathlib.Path(self.config).is_file():
+            raise FileNotFoundError(f"parameter file {self.config} does not exist")
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:
+            cmd = [sys.executable, "-m", spec.module, *ros_args_for(spec, self.config)]
+            if self.log_dir:
+                out = open(self.log_dir / f"{spec.name}.log", "w")  # noqa: SIM115 - closed by the child
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True)
+                out.close()
+            else:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True, text=True, bufsize=1)
+                thread = threading.Thread(target=self._forward, args=(spec.name, proc), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self.procs[spec.name] = proc
+
+    @staticmethod
+    def _forward(name: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(f"[{name}] {line}")
+        sys.stdout.flush()
+
+    def dead(self) -> dict[str, int]:
+        """Nodes that have exited, with their exit codes."""
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGINT every node (rclpy shuts down cleanly), then SIGKILL what is left."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def __enter__(self) -> "GraphProcesses":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot", default="panda", choices=sorted(EXECUTORS))
+    for name, (default, help_text) in LAUNCH_ARGUMENTS.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "use_sim":
+            parser.add_argument(flag, nargs="?", const="true", default=default, help=help_text)
+        else:
+            parser.add_argument(flag, default=default, help=help_text)
+
+
+def graph_args_from_namespace(ns: argparse.Namespace) -> GraphArgs:
+    return GraphArgs(
+        robot=ns.robot, config=ns.config, use_sim=parse_bool(ns.use_sim), robot_ip=ns.robot_ip,
+        checkpoint=ns.checkpoint, static_camera_serial=ns.static_camera_serial,
+        wrist_camera_serial=ns.wrist_camera_serial,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_graph_arguments(parser)
+    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    ns = parser.parse_args(argv)
+    graph = GraphProcesses(graph_args_from_namespace(ns))
+    print(f"starting {len(graph.specs)} nodes with {graph.config}: {', '.join(s.name for s in graph.specs)}")
+    graph.start()
+    start = time.monotonic()
+    try:
+        while not graph.dead():
+            if ns.duration and time.monotonic() - start > ns.duration:
+                break
+            time.sleep(0.2)
+        dead = graph.dead()
+        if dead:
+            print(f"node(s) exited: {dead}; stopping the graph", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        graph.stop()
+    return 1 if any(code not in (0, -signal.SIGINT) for code in graph.dead().values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
