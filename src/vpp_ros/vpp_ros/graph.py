@@ -64,6 +64,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
 }
 
 EXECUTORS = {"panda": "franka_executor", "xhand": "xhand_executor"}
+SIM_ROBOT_HOST = "127.0.0.1"
 
 
 def default_config_path(robot: str) -> pathlib.Path:
@@ -107,6 +108,9 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
             params: dict[str, Any] = {"serial": serial} if serial else {}
             nodes.append(NodeSpec(view, "vpp_hardware", "camera_node", "vpp_hardware.nodes.camera_node", params))
     exec_params: dict[str, Any] = {"robot_ip": args.robot_ip} if args.robot_ip else {}
+    if args.use_sim:
+        # The simulated robot listens on loopback and the machine has no real-time kernel.
+        exec_params = {"robot_ip": args.robot_ip or SIM_ROBOT_HOST, "arm.ignore_realtime": True}
     nodes.append(NodeSpec(executor, "vpp_hardware", f"{executor}_node",
                           f"vpp_hardware.nodes.{executor}_node", exec_params))
     policy_params: dict[str, Any] = {"checkpoint": args.checkpoint} if args.checkpoint else {}

@@ -1,0 +1,249 @@
+"""ROS 2 Franka executor: vpp_msgs/ActionChunk -> franky Cartesian impedance targets.
+
+Thin adapter over :class:`vpp_hardware.executor.executor.ChunkExecutor` (time alignment, safety
+limits, watchdog) and :class:`vpp_hardware.arms.franka.franky_arm.FrankyArm` (franky's
+``CartesianImpedanceTracker``). The control loop runs on its own thread at ``executor.rate_hz``;
+chunks arrive on the ROS executor thread and are only queued there.
+
+Topics: subscribes ``chunk_topic``; publishes ``joint_state_topic`` (arm + fingers),
+``ee_pose_topic`` (PoseStamped in ``frame_id``) and ``~/status`` (vpp_msgs/ExecutorStatus).
+Services: ``~/hold`` (stop executing, hold the current pose), ``~/recover`` (clear a latched
+fault with franky's ``recover_from_errors``, bounded by ``arm.max_recovery_attempts``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from vpp_msgs.msg import ActionChunk
+from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
+
+from vpp_core.action_space import pose_from_pos_quat, pose_to_pos_quat
+from vpp_hardware.arms.arm import ArmError
+from vpp_hardware.arms.franka.franky_arm import FrankyArm, FrankyArmConfig, FrankyGripper, FrankyGripperConfig
+from vpp_hardware.executor.effector import BinaryGripperEffector
+from vpp_hardware.executor.chunk_schedule import TimedChunk
+from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, ExecutorMode, TickResult
+from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
+from vpp_ros.params import declare_dataclass_parameters
+from vpp_ros.qos import CHUNK_QOS, SENSOR_QOS, STATUS_QOS
+from vpp_ros.time_conversion import seconds_to_stamp
+
+_MODE_TO_STATE = {
+    ExecutorMode.STOPPED: ExecutorStatusMsg.STATE_IDLE,
+    ExecutorMode.HOLDING: ExecutorStatusMsg.STATE_HOLDING,
+    ExecutorMode.TRACKING: ExecutorStatusMsg.STATE_EXECUTING,
+    ExecutorMode.FAULT: ExecutorStatusMsg.STATE_ERROR,
+}
+
+
+@dataclass
+class FrankaExecutorNodeConfig:
+    """Node-level parameters (the executor, arm and gripper have their own namespaces)."""
+
+    robot_ip: str = field(default="172.16.0.2", metadata={"help": "Franka controller (FCI) address"})
+    use_gripper: bool = field(default=True, metadata={"help": "drive the Franka Hand from the gripper action"})
+    chunk_topic: str = field(default="/action_chunk", metadata={"help": "vpp_msgs/ActionChunk input"})
+    joint_state_topic: str = field(default="/joint_states", metadata={"help": "sensor_msgs/JointState output"})
+    ee_pose_topic: str = field(default="/ee_pose", metadata={"help": "geometry_msgs/PoseStamped output"})
+    frame_id: str = field(default="fr3_link0", metadata={"help": "robot base frame"})
+    joint_names: tuple[str, ...] = field(
+        default=tuple(f"fr3_joint{i}" for i in range(1, 8)), metadata={"help": "arm joint names, base to flange"})
+    finger_joint_names: tuple[str, ...] = field(
+        default=("fr3_finger_joint1", "fr3_finger_joint2"), metadata={"help": "gripper joints (half width each)"})
+    state_publish_rate_hz: float = field(default=50.0, metadata={"help": "joint state / EE pose rate"})
+    status_period_s: float = field(default=0.2, metadata={"help": "ExecutorStatus period [s]"})
+
+
+class FrankaExecutorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("franka_executor")
+        self.cfg: FrankaExecutorNodeConfig = declare_dataclass_parameters(self, FrankaExecutorNodeConfig)
+        self.exec_cfg: ChunkExecutorConfig = declare_dataclass_parameters(self, ChunkExecutorConfig, prefix="executor.")
+        arm_cfg: FrankyArmConfig = declare_dataclass_parameters(self, FrankyArmConfig, prefix="arm.", skip=("host",))
+        grip_cfg: FrankyGripperConfig = declare_dataclass_parameters(
+            self, FrankyGripperConfig, prefix="gripper_device.", skip=("host",))
+        arm_cfg.host = grip_cfg.host = self.cfg.robot_ip
+        log = self.get_logger()
+
+        self.arm = FrankyArm(arm_cfg)
+        log.info(f"connecting to Franka at {arm_cfg.host} ...")
+        self.arm.connect()
+        self.gripper: Optional[FrankyGripper] = None
+        effector = None
+        if self.cfg.use_gripper:
+            self.gripper = FrankyGripper(grip_cfg)
+            self.gripper.connect()
+            effector = BinaryGripperEffector(self.gripper, self.exec_cfg.gripper)
+        self.executor = ChunkExecutor(self.exec_cfg, self.arm, effector=effector)
+        self.executor.start()
+
+        self.joint_pub = self.create_publisher(JointState, self.cfg.joint_state_topic, SENSOR_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, self.cfg.ee_pose_topic, SENSOR_QOS)
+        self.status_pub = self.create_publisher(ExecutorStatusMsg, "~/status", STATUS_QOS)
+        self.create_subscription(ActionChunk, self.cfg.chunk_topic, self._on_chunk, CHUNK_QOS)
+        self.create_service(Trigger, "~/hold", self._on_hold)
+        self.create_service(Trigger, "~/recover", self._on_recover)
+        self.create_timer(self.cfg.status_period_s, self._publish_status)
+
+        self._chunks_received = 0
+        self._last_rejection = ""
+        self._last_mode = None
+        self._publish_every = max(1, round(self.exec_cfg.rate_hz / self.cfg.state_publish_rate_hz))
+        self._ticks = 0
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._control_loop, name="franka-control", daemon=True)
+        self._loop.start()
+        log.info(f"executing chunks from {self.cfg.chunk_topic} at {self.exec_cfg.rate_hz:.0f} Hz "
+                 f"(clock: {self.exec_cfg.clock}, latency offset {self.exec_cfg.latency_offset_s:.3f} s, "
+                 f"workspace {list(self.exec_cfg.safety.workspace_min_m)}..{list(self.exec_cfg.safety.workspace_max_m)})")
+
+    # -------------------------------------------------------------- control thread
+    def _control_loop(self) -> None:
+        try:
+            stats = self.executor.run(self._stop, on_tick=self._on_tick)
+            periods = stats.periods_s
+            if periods.size:
+                self.get_logger().info(
+                    f"control loop ended: {stats.ticks} ticks, {stats.overruns} overruns, period p50 "
+                    f"{np.percentile(periods, 50) * 1e3:.2f} ms p99 {np.percentile(periods, 99) * 1e3:.2f} ms")
+        except Exception as exc:  # noqa: BLE001 - report, then the node holds via the arm's own tracker
+            self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}")
+
+    def _on_tick(self, result: TickResult) -> None:
+        self._ticks += 1
+        if result.mode is not self._last_mode:
+            self._last_mode = result.mode
+            level = self.get_logger().warning if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT) \
+                else self.get_logger().info
+            level(f"executor {result.mode.value}: {result.reason}")
+        if self._ticks % self._publish_every == 0:
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        state = self.executor.last_state
+        if state is None:
+            return
+        stamp = seconds_to_stamp(self.executor.now()) if self.exec_cfg.clock != "arm" else \
+            self.get_clock().now().to_msg()
+        position, quat = pose_to_pos_quat(state.ee_pose)
+        pose = PoseStamped()
+        pose.header.stamp = stamp
+        pose.header.frame_id = self.cfg.frame_id
+        (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) = map(float, position)
+        (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
+         pose.pose.orientation.w) = map(float, quat)
+        self.pose_pub.publish(pose)
+        joints = JointState()
+        joints.header = pose.header
+        joints.name = list(self.cfg.joint_names)
+        joints.position = [float(v) for v in state.joint_positions]
+        joints.velocity = [float(v) for v in state.joint_velocities]
+        if self.gripper is not None:
+            try:
+                half_width = float(self.gripper.width) / 2.0
+                joints.name += list(self.cfg.finger_joint_names)
+                joints.position += [half_width] * len(self.cfg.finger_joint_names)
+                joints.velocity += [0.0] * len(self.cfg.finger_joint_names)
+            except ArmError:
+                pass
+        self.joint_pub.publish(joints)
+
+    # -------------------------------------------------------------- inputs
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self._chunks_received += 1
+        try:
+            chunk = msg_to_chunk(msg, expected_embodiment=self.exec_cfg.action_space)
+        except ChunkValidationError as exc:
+            self._reject(msg.sequence_id, str(exc))
+            return
+        position, quat = chunk.reference_pose.as_arrays()
+        timed = TimedChunk(stamp_s=chunk.stamp, dt_s=chunk.dt, actions=chunk.actions,
+                           reference_pose=pose_from_pos_quat(position, quat), seq=chunk.sequence_id)
+        result = self.executor.submit(timed)
+        if not result.accepted:
+            self._reject(msg.sequence_id, result.reason)
+        elif result.dropped_steps:
+            self.get_logger().debug(f"chunk {msg.sequence_id}: {result.dropped_steps} late steps dropped")
+
+    def _reject(self, seq: int, reason: str) -> None:
+        self._last_rejection = f"chunk {seq}: {reason}"
+        self.get_logger().error(f"rejected {self._last_rejection} (robot holds / keeps its current plan)")
+
+    def _on_hold(self, request, response):
+        self.executor.hold_now("hold requested over ~/hold")
+        response.success, response.message = True, "holding the current pose"
+        return response
+
+    def _on_recover(self, request, response):
+        ok, message = self.executor.recover()
+        response.success, response.message = ok, message
+        (self.get_logger().info if ok else self.get_logger().error)(f"recover: {message}")
+        return response
+
+    # -------------------------------------------------------------- status
+    def _publish_status(self) -> None:
+        status = self.executor.status()
+        c = status.counters
+        msg = ExecutorStatusMsg()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.cfg.frame_id
+        msg.embodiment = self.exec_cfg.action_space
+        msg.state = _MODE_TO_STATE[status.mode]
+        msg.reason = status.reason
+        msg.active_chunk_sequence_id = status.active_chunk_seq or 0
+        msg.steps_remaining = status.steps_remaining
+        msg.chunks_received = self._chunks_received
+        msg.chunks_rejected = c.rejected_chunks + (self._chunks_received - c.accepted_chunks - c.rejected_chunks)
+        msg.steps_executed = c.executed_steps
+        msg.steps_dropped_late = c.dropped_late_steps
+        msg.steps_limited = c.limited_steps
+        msg.holds = c.holds
+        msg.recoveries = c.recoveries
+        msg.last_rejection_reason = self._last_rejection
+        self.status_pub.publish(msg)
+
+    def destroy_node(self) -> bool:
+        self._stop.set()
+        self._loop.join(timeout=5)
+        try:
+            self.executor.stop()
+        finally:
+            if self.gripper is not None:
+                self.gripper.disconnect()
+            self.arm.disconnect()
+        return super().destroy_node()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = FrankaExecutorNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ArmError as exc:
+        print(f"[franka_executor] cannot start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

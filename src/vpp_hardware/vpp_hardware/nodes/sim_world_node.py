@@ -1,0 +1,121 @@
+"""ROS 2 node owning the simulated world: franky-sim's robot server + the simulated cameras.
+
+The robot is driven exactly like a real one, over libfranka's network protocol on ``host``
+(the executor connects to it); the static and wrist cameras are rendered from the same MuJoCo
+scene and published on the same topics as the real camera nodes, stamped with the host time of
+the physics step they show.
+
+Services: ``~/reset`` (std_srvs/Trigger) puts the objects at new random positions.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import rclpy
+from geometry_msgs.msg import PoseArray, Pose
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from vpp_hardware.cameras.mujoco.configuration_mujoco import default_static_camera, default_wrist_camera
+from vpp_hardware.nodes.camera_publishing import FramePublisher, pinhole_info
+from vpp_hardware.sim.configuration_sim import SimWorldConfig
+from vpp_hardware.sim.sim_world import SimWorld
+from vpp_ros.qos import SENSOR_QOS
+
+
+@dataclass
+class SimWorldNodeConfig:
+    host: str = field(default="127.0.0.1", metadata={"help": "loopback address of the libfranka server"})
+    realtime: bool = field(default=True, metadata={"help": "pace physics against the host clock"})
+    seed: int = field(default=0, metadata={"help": "seed of the object placement on start and resets"})
+    image_width: int = field(default=256, metadata={"help": "rendered image width [px]"})
+    image_height: int = field(default=256, metadata={"help": "rendered image height [px]"})
+    fps: float = field(default=10.0, metadata={"help": "camera rate in simulated time [Hz]"})
+    static_topic_prefix: str = field(default="/static_camera", metadata={"help": "static camera topics prefix"})
+    wrist_topic_prefix: str = field(default="/wrist_camera", metadata={"help": "wrist camera topics prefix"})
+    static_frame_id: str = field(default="static_camera_optical_frame", metadata={"help": "static camera frame"})
+    wrist_frame_id: str = field(default="wrist_camera_optical_frame", metadata={"help": "wrist camera frame"})
+    object_pose_topic: str = field(default="/sim/object_poses",
+                                   metadata={"help": "ground-truth object poses (PoseArray, base frame)"})
+    base_frame_id: str = field(default="fr3_link0", metadata={"help": "robot base frame"})
+    object_pose_rate_hz: float = field(default=10.0, metadata={"help": "rate of the ground-truth poses"})
+
+
+class SimWorldNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_world")
+        from vpp_ros.params import declare_dataclass_parameters
+
+        self.cfg: SimWorldNodeConfig = declare_dataclass_parameters(self, SimWorldNodeConfig)
+        cfg = self.cfg
+        size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
+        cameras = (default_static_camera(**size), default_wrist_camera(**size))
+        self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
+        self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
+                               f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
+        self.world.start()
+        self.world.reset(seed=cfg.seed)
+        self.publishers_ = []
+        for camera, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
+                                         (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
+            info = pinhole_info(camera.width, camera.height, camera.fovy_deg, frame_id)
+            pub = FramePublisher(self, self.world.frame_slot(camera.name), prefix, frame_id, info)
+            pub.start()
+            self.publishers_.append(pub)
+        self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
+        self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._resets = 0
+        self.get_logger().info(f"simulated world ready: robot at {self.world.host}, objects "
+                               f"{list(self.world.object_names)}")
+
+    def _publish_objects(self) -> None:
+        msg = PoseArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.cfg.base_frame_id
+        for name in self.world.object_names:
+            pose = self.world.object_pose(name)
+            p = Pose()
+            p.position.x, p.position.y, p.position.z = map(float, pose.position)
+            w, x, y, z = map(float, pose.quaternion_wxyz)
+            p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = x, y, z, w
+            msg.poses.append(p)
+        self.object_pub.publish(msg)
+
+    def _on_reset(self, request, response):
+        self._resets += 1
+        poses = self.world.reset(seed=self.cfg.seed + self._resets)
+        response.success = True
+        response.message = ", ".join(f"{n} at ({p.position[0]:.3f}, {p.position[1]:.3f})" for n, p in poses.items())
+        return response
+
+    def destroy_node(self) -> bool:
+        for pub in self.publishers_:
+            pub.stop()
+        self.world.stop()
+        return super().destroy_node()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = SimWorldNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
