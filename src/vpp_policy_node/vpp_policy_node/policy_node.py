@@ -11,7 +11,7 @@ never in a subscription callback.
 from __future__ import annotations
 
 import sys
-import threading
+import time
 from typing import Optional
 
 import numpy as np
@@ -118,8 +118,7 @@ class PolicyNode(Node):
         self.create_subscription(String, cfg.instruction_topic, self._on_instruction, COMMAND_QOS)
         self.hold_client = self.create_client(Trigger, cfg.executor_hold_service)
 
-        self._status_lock = threading.Lock()
-        self._last_status = PlannerStatus()
+        self._logged_state, self._logged_at = "", 0.0
         self.loop = PlanningLoop(cfg, self.planner, self.buffer, clock=self._now, publish=self._publish_chunk,
                                  on_state=self._on_state, need_proprio=bool(self.proprio_dim))
         self.loop.start()
@@ -203,8 +202,15 @@ class PolicyNode(Node):
         self.chunk_pub.publish(msg)
 
     def _on_state(self, status: PlannerStatus) -> None:
-        log = self.get_logger().warning if status.state in ("waiting", "error") else self.get_logger().info
-        log(f"policy {status.state}: {status.reason}")
+        # A waiting reason carries numbers that change every check: log a new state at once, the
+        # same state again at most every 2 s. (rclpy wants one severity per call site.)
+        now = time.monotonic()
+        if status.state != self._logged_state or now - self._logged_at > 2.0:
+            self._logged_state, self._logged_at = status.state, now
+            if status.state in ("waiting", "error"):
+                self.get_logger().warning(f"policy {status.state}: {status.reason}")
+            else:
+                self.get_logger().info(f"policy {status.state}: {status.reason}")
         self._publish_status()
 
     def _publish_status(self) -> None:

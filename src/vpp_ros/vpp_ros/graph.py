@@ -17,9 +17,10 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -65,6 +66,28 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
 
 EXECUTORS = {"panda": "franka_executor", "xhand": "xhand_executor"}
 SIM_ROBOT_HOST = "127.0.0.1"
+
+
+def free_sim_robot_host(ports: tuple[int, ...] = (1337, 1338), candidates: int = 16) -> str:
+    """The first loopback address whose libfranka ports are free (another simulator may hold
+    127.0.0.1's), so a simulated graph can start beside one that is already running."""
+    import socket
+
+    for i in range(1, candidates + 1):
+        host = f"127.0.0.{i}"
+        sockets = []
+        try:
+            for port in ports:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind((host, port))
+            return host
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"libfranka ports {ports} are taken on 127.0.0.1-{candidates}: stop other simulators")
 
 
 def default_config_path(robot: str) -> pathlib.Path:
@@ -119,13 +142,38 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     return nodes
 
 
-def ros_args_for(spec: NodeSpec, config: str) -> list[str]:
-    """``--ros-args`` for a node: its name, the YAML file, then the overrides."""
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = nested
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def write_override_file(spec: NodeSpec, directory: str | pathlib.Path) -> Optional[str]:
+    """A parameter file with ``spec.parameters`` under the node's own name, or None if empty.
+
+    Overrides must be node-scoped: ROS gives a node's own section of a parameter file precedence
+    over wildcard values, and ``-p name:=value`` is a wildcard value, so it would lose against
+    the YAML's entry for the node.
+    """
+    if not spec.parameters:
+        return None
+    import yaml
+
+    path = pathlib.Path(directory) / f"{spec.name}.overrides.yaml"
+    path.write_text(yaml.safe_dump({spec.name: {"ros__parameters": _nest(spec.parameters)}}))
+    return str(path)
+
+
+def ros_args_for(spec: NodeSpec, config: str, override_file: Optional[str] = None) -> list[str]:
+    """``--ros-args`` for a node: its name, the YAML file, then its override file."""
     out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", config]
-    for key, value in spec.parameters.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        out += ["-p", f"{key}:={value}"]
+    if override_file:
+        out += ["--params-file", override_file]
     return out
 
 
@@ -147,14 +195,17 @@ class GraphProcesses:
         self.env.setdefault("MUJOCO_GL", "osmesa")
         self.procs: dict[str, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
+        self._override_dir: Optional[tempfile.TemporaryDirectory] = None
 
     def start(self) -> None:
         if not pathlib.Path(self.config).is_file():
             raise FileNotFoundError(f"parameter file {self.config} does not exist")
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._override_dir = tempfile.TemporaryDirectory(prefix="vpp-graph-")
         for spec in self.specs:
-            cmd = [sys.executable, "-m", spec.module, *ros_args_for(spec, self.config)]
+            override = write_override_file(spec, self._override_dir.name)
+            cmd = [sys.executable, "-m", spec.module, *ros_args_for(spec, self.config, override)]
             if self.log_dir:
                 out = open(self.log_dir / f"{spec.name}.log", "w")  # noqa: SIM115 - closed by the child
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
@@ -199,6 +250,9 @@ class GraphProcesses:
                 proc.wait(timeout=5)
         for thread in self._threads:
             thread.join(timeout=2)
+        if self._override_dir is not None:
+            self._override_dir.cleanup()
+            self._override_dir = None
 
     def __enter__(self) -> "GraphProcesses":
         self.start()

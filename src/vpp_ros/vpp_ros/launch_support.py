@@ -6,12 +6,14 @@ decisions about which nodes run with which parameters live in :mod:`vpp_ros.grap
 
 from __future__ import annotations
 
+import tempfile
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vpp_ros.graph import LAUNCH_ARGUMENTS, GraphArgs, build_graph, parse_bool
+from vpp_ros.graph import LAUNCH_ARGUMENTS, GraphArgs, build_graph, parse_bool, write_override_file
 
 
 def robot_launch_description(robot: str) -> LaunchDescription:
@@ -22,11 +24,14 @@ def robot_launch_description(robot: str) -> LaunchDescription:
                          static_camera_serial=values["static_camera_serial"],
                          wrist_camera_serial=values["wrist_camera_serial"])
         config = args.resolved_config()
-        return [
-            Node(package=spec.package, executable=spec.executable, name=spec.name,
-                 parameters=[config, spec.parameters], output="screen", emulate_tty=True)
-            for spec in build_graph(args)
-        ]
+        override_dir = tempfile.mkdtemp(prefix="vpp-launch-")
+        nodes = []
+        for spec in build_graph(args):
+            override = write_override_file(spec, override_dir)
+            nodes.append(Node(package=spec.package, executable=spec.executable, name=spec.name,
+                              parameters=[config] + ([override] if override else []),
+                              output="screen", emulate_tty=True))
+        return nodes
 
     declared = [DeclareLaunchArgument(name, default_value=default, description=help_text)
                 for name, (default, help_text) in LAUNCH_ARGUMENTS.items()]

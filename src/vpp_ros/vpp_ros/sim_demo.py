@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vpp_ros.graph import GraphArgs, GraphProcesses
+from vpp_ros.graph import GraphArgs, GraphProcesses, free_sim_robot_host
 
 
 class _Monitor:
@@ -132,7 +132,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    graph = GraphProcesses(GraphArgs(robot="panda", config=args.config, use_sim=True, checkpoint=args.checkpoint),
+    graph = GraphProcesses(GraphArgs(robot="panda", config=args.config, use_sim=True, checkpoint=args.checkpoint,
+                                     robot_ip=free_sim_robot_host()),
                            log_dir=out / "logs")
     print(f"[sim_demo] starting {', '.join(s.name for s in graph.specs)} (logs in {out / 'logs'})", flush=True)
     rclpy.init()

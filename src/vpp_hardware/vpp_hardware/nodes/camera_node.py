@@ -89,8 +89,11 @@ class CameraNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self) -> bool:
-        self.publisher.stop()
-        self.camera.disconnect()
+        # Also called by rclpy's shutdown on a node whose __init__ failed half-way.
+        if getattr(self, "publisher", None) is not None:
+            self.publisher.stop()
+        if getattr(self, "camera", None) is not None:
+            self.camera.disconnect()
         return super().destroy_node()
 
 

@@ -10,6 +10,7 @@ import math
 import threading
 from typing import Callable, Optional
 
+from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import CameraInfo, Image
 
 from vpp_hardware.cameras.camera import CameraNotConnectedError, CameraTimeoutError, Frame, FrameSlot
@@ -71,7 +72,10 @@ class FramePublisher:
             except CameraNotConnectedError:
                 self._stop.wait(0.1)
                 continue
-            self.publish(frame)
+            try:
+                self.publish(frame)
+            except RCLError:
+                return  # the node is shutting down
 
     def publish(self, frame: Frame) -> None:
         stamp = seconds_to_stamp(frame.capture_time_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -37,7 +38,6 @@ from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, E
 from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
 from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import CHUNK_QOS, SENSOR_QOS, STATUS_QOS
-from vpp_ros.time_conversion import seconds_to_stamp
 
 _MODE_TO_STATE = {
     ExecutorMode.STOPPED: ExecutorStatusMsg.STATE_IDLE,
@@ -63,6 +63,7 @@ class FrankaExecutorNodeConfig:
         default=("fr3_finger_joint1", "fr3_finger_joint2"), metadata={"help": "gripper joints (half width each)"})
     state_publish_rate_hz: float = field(default=50.0, metadata={"help": "joint state / EE pose rate"})
     status_period_s: float = field(default=0.2, metadata={"help": "ExecutorStatus period [s]"})
+    connect_timeout_s: float = field(default=30.0, metadata={"help": "keep retrying to connect this long [s]"})
 
 
 class FrankaExecutorNode(Node):
@@ -76,17 +77,14 @@ class FrankaExecutorNode(Node):
         arm_cfg.host = grip_cfg.host = self.cfg.robot_ip
         log = self.get_logger()
 
+        self._stop = threading.Event()
+        self._loop: Optional[threading.Thread] = None
         self.arm = FrankyArm(arm_cfg)
-        log.info(f"connecting to Franka at {arm_cfg.host} ...")
-        self.arm.connect()
-        self.gripper: Optional[FrankyGripper] = None
-        effector = None
-        if self.cfg.use_gripper:
-            self.gripper = FrankyGripper(grip_cfg)
-            self.gripper.connect()
-            effector = BinaryGripperEffector(self.gripper, self.exec_cfg.gripper)
-        self.executor = ChunkExecutor(self.exec_cfg, self.arm, effector=effector)
-        self.executor.start()
+        self.gripper: Optional[FrankyGripper] = FrankyGripper(grip_cfg) if self.cfg.use_gripper else None
+        self._connect_with_retries()
+        effector = BinaryGripperEffector(self.gripper, self.exec_cfg.gripper) if self.gripper else None
+        self.chunk_executor = ChunkExecutor(self.exec_cfg, self.arm, effector=effector)
+        self.chunk_executor.start()
 
         self.joint_pub = self.create_publisher(JointState, self.cfg.joint_state_topic, SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, self.cfg.ee_pose_topic, SENSOR_QOS)
@@ -99,43 +97,75 @@ class FrankaExecutorNode(Node):
         self._chunks_received = 0
         self._last_rejection = ""
         self._last_mode = None
-        self._publish_every = max(1, round(self.exec_cfg.rate_hz / self.cfg.state_publish_rate_hz))
-        self._ticks = 0
-        self._stop = threading.Event()
+        # State is published from a ROS timer and the gripper polled on its own thread, so the
+        # control thread does nothing but control (a gripper read can block for a whole motion).
+        self._gripper_half_width: Optional[float] = None
+        self.create_timer(1.0 / self.cfg.state_publish_rate_hz, self._publish_state)
+        if self.gripper is not None:
+            threading.Thread(target=self._poll_gripper, name="gripper-state", daemon=True).start()
         self._loop = threading.Thread(target=self._control_loop, name="franka-control", daemon=True)
         self._loop.start()
         log.info(f"executing chunks from {self.cfg.chunk_topic} at {self.exec_cfg.rate_hz:.0f} Hz "
                  f"(clock: {self.exec_cfg.clock}, latency offset {self.exec_cfg.latency_offset_s:.3f} s, "
                  f"workspace {list(self.exec_cfg.safety.workspace_min_m)}..{list(self.exec_cfg.safety.workspace_max_m)})")
 
+    def _connect_with_retries(self) -> None:
+        """The robot (or simulator) may still be booting: retry until ``connect_timeout_s``."""
+        deadline = time.monotonic() + self.cfg.connect_timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.arm.connect()
+                if self.gripper is not None:
+                    self.gripper.connect()
+                self.get_logger().info(f"connected to Franka at {self.cfg.robot_ip} (attempt {attempt})")
+                return
+            except ArmError as exc:
+                if time.monotonic() > deadline:
+                    raise ArmError(f"no Franka at {self.cfg.robot_ip} after {attempt} attempts in "
+                                   f"{self.cfg.connect_timeout_s:.0f} s: {exc}. Is the robot on, FCI enabled, "
+                                   "and the IP right (robot_ip:=...)?") from exc
+                self.get_logger().warning(f"connecting to Franka at {self.cfg.robot_ip} failed ({exc}); retrying",
+                                          throttle_duration_sec=5.0)
+                time.sleep(min(1.0, 0.2 * attempt))
+
     # -------------------------------------------------------------- control thread
     def _control_loop(self) -> None:
         try:
-            stats = self.executor.run(self._stop, on_tick=self._on_tick)
+            stats = self.chunk_executor.run(self._stop, on_tick=self._on_tick)
             periods = stats.periods_s
             if periods.size:
                 self.get_logger().info(
                     f"control loop ended: {stats.ticks} ticks, {stats.overruns} overruns, period p50 "
                     f"{np.percentile(periods, 50) * 1e3:.2f} ms p99 {np.percentile(periods, 99) * 1e3:.2f} ms")
-        except Exception as exc:  # noqa: BLE001 - report, then the node holds via the arm's own tracker
-            self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a dead control loop must take the node down visibly
+            self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}; shutting the node down")
+            self.context.try_shutdown()
+
+    def _poll_gripper(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._gripper_half_width = float(self.gripper.width) / 2.0
+            except ArmError:
+                self._gripper_half_width = None
+            self._stop.wait(0.1)
 
     def _on_tick(self, result: TickResult) -> None:
-        self._ticks += 1
         if result.mode is not self._last_mode:
             self._last_mode = result.mode
-            level = self.get_logger().warning if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT) \
-                else self.get_logger().info
-            level(f"executor {result.mode.value}: {result.reason}")
-        if self._ticks % self._publish_every == 0:
-            self._publish_state()
+            # rclpy insists that one call site always logs at one severity.
+            if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT):
+                self.get_logger().warning(f"executor {result.mode.value}: {result.reason}")
+            else:
+                self.get_logger().info(f"executor {result.mode.value}: {result.reason}")
 
     def _publish_state(self) -> None:
-        state = self.executor.last_state
+        state = self.chunk_executor.last_state
         if state is None:
             return
-        stamp = seconds_to_stamp(self.executor.now()) if self.exec_cfg.clock != "arm" else \
-            self.get_clock().now().to_msg()
+        # The pose is the one read by the latest control tick (at most one period old).
+        stamp = self.get_clock().now().to_msg()
         position, quat = pose_to_pos_quat(state.ee_pose)
         pose = PoseStamped()
         pose.header.stamp = stamp
@@ -146,17 +176,15 @@ class FrankaExecutorNode(Node):
         self.pose_pub.publish(pose)
         joints = JointState()
         joints.header = pose.header
-        joints.name = list(self.cfg.joint_names)
-        joints.position = [float(v) for v in state.joint_positions]
-        joints.velocity = [float(v) for v in state.joint_velocities]
-        if self.gripper is not None:
-            try:
-                half_width = float(self.gripper.width) / 2.0
-                joints.name += list(self.cfg.finger_joint_names)
-                joints.position += [half_width] * len(self.cfg.finger_joint_names)
-                joints.velocity += [0.0] * len(self.cfg.finger_joint_names)
-            except ArmError:
-                pass
+        names = list(self.cfg.joint_names)
+        positions = [float(v) for v in state.joint_positions]
+        velocities = [float(v) for v in state.joint_velocities]
+        half_width = self._gripper_half_width
+        if half_width is not None:
+            names += list(self.cfg.finger_joint_names)
+            positions += [half_width] * len(self.cfg.finger_joint_names)
+            velocities += [0.0] * len(self.cfg.finger_joint_names)
+        joints.name, joints.position, joints.velocity = names, positions, velocities
         self.joint_pub.publish(joints)
 
     # -------------------------------------------------------------- inputs
@@ -170,7 +198,7 @@ class FrankaExecutorNode(Node):
         position, quat = chunk.reference_pose.as_arrays()
         timed = TimedChunk(stamp_s=chunk.stamp, dt_s=chunk.dt, actions=chunk.actions,
                            reference_pose=pose_from_pos_quat(position, quat), seq=chunk.sequence_id)
-        result = self.executor.submit(timed)
+        result = self.chunk_executor.submit(timed)
         if not result.accepted:
             self._reject(msg.sequence_id, result.reason)
         elif result.dropped_steps:
@@ -181,19 +209,22 @@ class FrankaExecutorNode(Node):
         self.get_logger().error(f"rejected {self._last_rejection} (robot holds / keeps its current plan)")
 
     def _on_hold(self, request, response):
-        self.executor.hold_now("hold requested over ~/hold")
+        self.chunk_executor.hold_now("hold requested over ~/hold")
         response.success, response.message = True, "holding the current pose"
         return response
 
     def _on_recover(self, request, response):
-        ok, message = self.executor.recover()
+        ok, message = self.chunk_executor.recover()
         response.success, response.message = ok, message
-        (self.get_logger().info if ok else self.get_logger().error)(f"recover: {message}")
+        if ok:
+            self.get_logger().info(f"recover: {message}")
+        else:
+            self.get_logger().error(f"recover: {message}")
         return response
 
     # -------------------------------------------------------------- status
     def _publish_status(self) -> None:
-        status = self.executor.status()
+        status = self.chunk_executor.status()
         c = status.counters
         msg = ExecutorStatusMsg()
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -214,14 +245,20 @@ class FrankaExecutorNode(Node):
         self.status_pub.publish(msg)
 
     def destroy_node(self) -> bool:
+        # Also called by rclpy's shutdown on a node whose __init__ failed half-way.
+        if not hasattr(self, "_stop"):
+            return super().destroy_node()
         self._stop.set()
-        self._loop.join(timeout=5)
+        if self._loop is not None:
+            self._loop.join(timeout=5)
         try:
-            self.executor.stop()
+            if hasattr(self, "chunk_executor"):
+                self.chunk_executor.stop()
         finally:
-            if self.gripper is not None:
+            if getattr(self, "gripper", None) is not None:
                 self.gripper.disconnect()
-            self.arm.disconnect()
+            if getattr(self, "arm", None) is not None:
+                self.arm.disconnect()
         return super().destroy_node()
 
 

@@ -54,18 +54,18 @@ class SimWorldNode(Node):
         cfg = self.cfg
         size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
         cameras = (default_static_camera(**size), default_wrist_camera(**size))
+        self.frame_publishers: list[FramePublisher] = []
         self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
         self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
         self.world.start()
         self.world.reset(seed=cfg.seed)
-        self.publishers_ = []
         for camera, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
                                          (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
             info = pinhole_info(camera.width, camera.height, camera.fovy_deg, frame_id)
             pub = FramePublisher(self, self.world.frame_slot(camera.name), prefix, frame_id, info)
             pub.start()
-            self.publishers_.append(pub)
+            self.frame_publishers.append(pub)
         self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
         self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -94,9 +94,11 @@ class SimWorldNode(Node):
         return response
 
     def destroy_node(self) -> bool:
-        for pub in self.publishers_:
+        # Also called by rclpy's shutdown on a node whose __init__ failed half-way.
+        for pub in getattr(self, "frame_publishers", []):
             pub.stop()
-        self.world.stop()
+        if getattr(self, "world", None) is not None:
+            self.world.stop()
         return super().destroy_node()
 
 
