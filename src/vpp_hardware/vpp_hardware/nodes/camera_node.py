@@ -21,7 +21,7 @@ from rclpy.node import Node
 
 from vpp_hardware.cameras.realsense.camera_realsense import RealSenseCamera
 from vpp_hardware.cameras.realsense.configuration_realsense import RealSenseCameraConfig
-from vpp_hardware.nodes.camera_publishing import FramePublisher
+from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
 from vpp_ros.params import declare_dataclass_parameters
 
 
@@ -57,8 +57,7 @@ class CameraNode(Node):
         prefix = cfg.topic_prefix or f"/{name}"
         frame_id = cfg.frame_id or f"{name}_optical_frame"
         self.publisher = FramePublisher(self, self.camera.frame_slot, prefix, frame_id,
-                                        camera_info=self.camera.camera_info_msg(frame_id)
-                                        if hasattr(self.camera, "camera_info_msg") else None)
+                                        camera_info=camera_info_msg(self.camera.intrinsics(), frame_id))
         self.publisher.start()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)

@@ -6,32 +6,35 @@ stamped with the frame's capture time (host clock), with sensor-data QoS.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Callable, Optional
 
 from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import CameraInfo, Image
 
-from vpp_hardware.cameras.camera import CameraNotConnectedError, CameraTimeoutError, Frame, FrameSlot
+from vpp_hardware.cameras.camera import (
+    CameraIntrinsics,
+    CameraNotConnectedError,
+    CameraTimeoutError,
+    Frame,
+    FrameSlot,
+)
 from vpp_ros.image_conversion import rgb_to_image_msg
 from vpp_ros.qos import SENSOR_QOS
 from vpp_ros.time_conversion import seconds_to_stamp
 
 
-def pinhole_info(width: int, height: int, fovy_deg: float, frame_id: str) -> CameraInfo:
-    """CameraInfo of an ideal pinhole camera with square pixels (simulated cameras)."""
-    fy = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
-    fx = fy
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+def camera_info_msg(intrinsics: CameraIntrinsics, frame_id: str) -> CameraInfo:
+    """``sensor_msgs/CameraInfo`` of a camera's intrinsics (real calibration or simulated pinhole)."""
+    i = intrinsics
     info = CameraInfo()
     info.header.frame_id = frame_id
-    info.width, info.height = width, height
-    info.distortion_model = "plumb_bob"
-    info.d = [0.0] * 5
-    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    info.width, info.height = int(i.width), int(i.height)
+    info.distortion_model = i.distortion_model
+    info.d = [float(v) for v in i.distortion_coefficients]
+    info.k = [i.fx, 0.0, i.cx, 0.0, i.fy, i.cy, 0.0, 0.0, 1.0]
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.p = [i.fx, 0.0, i.cx, 0.0, 0.0, i.fy, i.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return info
 
 

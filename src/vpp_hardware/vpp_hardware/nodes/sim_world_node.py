@@ -21,7 +21,8 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from vpp_hardware.cameras.mujoco.configuration_mujoco import default_static_camera, default_wrist_camera
-from vpp_hardware.nodes.camera_publishing import FramePublisher, pinhole_info
+from vpp_hardware.cameras.mujoco.camera_mujoco import MujocoCamera
+from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
 from vpp_hardware.sim.sim_world import SimWorld
 from vpp_ros.qos import SENSOR_QOS
@@ -60,10 +61,13 @@ class SimWorldNode(Node):
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
         self.world.start()
         self.world.reset(seed=cfg.seed)
-        for camera, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
+        for config, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
                                          (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
-            info = pinhole_info(camera.width, camera.height, camera.fovy_deg, frame_id)
-            pub = FramePublisher(self, self.world.frame_slot(camera.name), prefix, frame_id, info)
+            # The same Camera interface as the RealSense driver, so both publish identically.
+            camera = MujocoCamera(self.world, config.name)
+            camera.connect()
+            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
+                                 camera_info_msg(camera.intrinsics(), frame_id))
             pub.start()
             self.frame_publishers.append(pub)
         self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
