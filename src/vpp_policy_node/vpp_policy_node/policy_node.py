@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -235,9 +235,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     node = None
     try:
         node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
+        # Single-threaded on purpose: callbacks only queue work (inference and control have
+        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
+        # subscriptions by up to ~2 s here.
+        rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from vpp_hardware.cameras.realsense.camera_realsense import RealSenseCamera
@@ -101,9 +101,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     node = None
     try:
         node = CameraNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
+        # Single-threaded on purpose: callbacks only queue work (inference and control have
+        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
+        # subscriptions by up to ~2 s here.
+        rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

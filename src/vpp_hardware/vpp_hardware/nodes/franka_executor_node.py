@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -32,6 +32,7 @@ from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 from vpp_core.action_space import pose_from_pos_quat, pose_to_pos_quat
 from vpp_hardware.arms.arm import ArmError
 from vpp_hardware.arms.franka.franky_arm import FrankyArm, FrankyArmConfig, FrankyGripper, FrankyGripperConfig
+from vpp_hardware.arms.gripper_worker import GripperWorker
 from vpp_hardware.executor.effector import BinaryGripperEffector
 from vpp_hardware.executor.chunk_schedule import TimedChunk
 from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, ExecutorMode, TickResult
@@ -80,7 +81,10 @@ class FrankaExecutorNode(Node):
         self._stop = threading.Event()
         self._loop: Optional[threading.Thread] = None
         self.arm = FrankyArm(arm_cfg)
-        self.gripper: Optional[FrankyGripper] = FrankyGripper(grip_cfg) if self.cfg.use_gripper else None
+        # The worker owns the (blocking, not thread-safe) gripper connection: the control tick
+        # and the state publisher only ever see cached state and queued commands.
+        self.gripper: Optional[GripperWorker] = (
+            GripperWorker(FrankyGripper(grip_cfg)) if self.cfg.use_gripper else None)
         self._connect_with_retries()
         effector = BinaryGripperEffector(self.gripper, self.exec_cfg.gripper) if self.gripper else None
         self.chunk_executor = ChunkExecutor(self.exec_cfg, self.arm, effector=effector)
@@ -97,12 +101,8 @@ class FrankaExecutorNode(Node):
         self._chunks_received = 0
         self._last_rejection = ""
         self._last_mode = None
-        # State is published from a ROS timer and the gripper polled on its own thread, so the
-        # control thread does nothing but control (a gripper read can block for a whole motion).
-        self._gripper_half_width: Optional[float] = None
+        # State goes out from a ROS timer, so the control thread does nothing but control.
         self.create_timer(1.0 / self.cfg.state_publish_rate_hz, self._publish_state)
-        if self.gripper is not None:
-            threading.Thread(target=self._poll_gripper, name="gripper-state", daemon=True).start()
         self._loop = threading.Thread(target=self._control_loop, name="franka-control", daemon=True)
         self._loop.start()
         log.info(f"executing chunks from {self.cfg.chunk_topic} at {self.exec_cfg.rate_hz:.0f} Hz "
@@ -143,14 +143,6 @@ class FrankaExecutorNode(Node):
             self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}; shutting the node down")
             self.context.try_shutdown()
 
-    def _poll_gripper(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._gripper_half_width = float(self.gripper.width) / 2.0
-            except ArmError:
-                self._gripper_half_width = None
-            self._stop.wait(0.1)
-
     def _on_tick(self, result: TickResult) -> None:
         if result.mode is not self._last_mode:
             self._last_mode = result.mode
@@ -179,7 +171,12 @@ class FrankaExecutorNode(Node):
         names = list(self.cfg.joint_names)
         positions = [float(v) for v in state.joint_positions]
         velocities = [float(v) for v in state.joint_velocities]
-        half_width = self._gripper_half_width
+        half_width = None
+        if self.gripper is not None:
+            try:
+                half_width = self.gripper.width / 2.0
+            except ArmError:
+                pass  # no reading yet
         if half_width is not None:
             names += list(self.cfg.finger_joint_names)
             positions += [half_width] * len(self.cfg.finger_joint_names)
@@ -267,9 +264,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     node = None
     try:
         node = FrankaExecutorNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
+        # Single-threaded on purpose: callbacks only queue work (inference and control have
+        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
+        # subscriptions by up to ~2 s here.
+        rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ArmError as exc:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import rclpy
 from geometry_msgs.msg import PoseArray, Pose
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -111,9 +111,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     node = None
     try:
         node = SimWorldNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
+        # Single-threaded on purpose: callbacks only queue work (inference and control have
+        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
+        # subscriptions by up to ~2 s here.
+        rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
