@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 import threading
@@ -68,7 +69,7 @@ class _Monitor:
         with self.lock:
             self.chunks.append({
                 "seq": int(msg.sequence_id), "stamp": stamp_to_seconds(msg.header.stamp),
-                "received": self.now(), "planning_latency": float(msg.planning_latency),
+                "received": self.now(), "planning_latency": float(msg.planning_latency), "dt": float(msg.dt),
                 "instruction": msg.instruction,
             })
 
@@ -191,6 +192,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             "executor_reason_at_end": status.reason,
             "planning_latency": _percentiles([c["planning_latency"] for c in chunks]),
             "observation_to_chunk_latency": _percentiles([c["received"] - c["stamp"] for c in chunks]),
+            # Steps are due at stamp + i*dt; the first one not yet past on arrival is the first
+            # executed, so observation -> first executed action is that step's due time.
+            "observation_to_first_action": _percentiles([
+                math.ceil((c["received"] - c["stamp"]) / c["dt"]) * c["dt"] for c in chunks]),
             "start_ee_pose": {"position_m": start_pose[0], "quaternion_xyzw": start_pose[1]},
             "final_ee_pose": {"position_m": monitor.ee_pose[0], "quaternion_xyzw": monitor.ee_pose[1]},
             "ee_displacement_m": float(np.linalg.norm(np.subtract(monitor.ee_pose[0], start_pose[0]))),
@@ -220,6 +225,7 @@ def _markdown(r: dict[str, Any]) -> str:
         ("steps limited by safety", r.get("steps_limited")), ("chunks rejected", r.get("chunks_rejected")),
         ("planning latency", lat("planning_latency")),
         ("observation -> chunk latency", lat("observation_to_chunk_latency")),
+        ("observation -> first executed action", lat("observation_to_first_action")),
         ("final EE position", "(" + ", ".join(f"{v:.4f}" for v in pos) + ") m"),
         ("EE displacement", f"{r.get('ee_displacement_m', float('nan')) * 1e3:.1f} mm"),
         ("video", r.get("video")),
