@@ -18,7 +18,7 @@ test: setup
 	@bash scripts/run_tests.sh
 
 sim: setup
-	@bash scripts/with_env.sh python -m vpp_ros.sim_demo --config config/panda.yaml --output outputs/sim_demo
+	@bash scripts/with_env.sh python -m vpp_ros.sim_demo --output outputs/sim_demo $(SIM_ARGS)
 
 bench: setup
 	@bash scripts/bench.sh

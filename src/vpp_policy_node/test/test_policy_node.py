@@ -20,7 +20,7 @@ from vpp_msgs.msg import ActionChunk, PolicyStatus  # noqa: E402
 from vpp_ros.chunk_conversion import msg_to_chunk  # noqa: E402
 from vpp_ros.image_conversion import rgb_to_image_msg  # noqa: E402
 from vpp_ros.qos import CHUNK_QOS, COMMAND_QOS, SENSOR_QOS, STATUS_QOS  # noqa: E402
-from vpp_ros.time_conversion import seconds_to_stamp, stamp_to_seconds  # noqa: E402
+from vpp_ros.time_conversion import seconds_to_stamp  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 

@@ -15,9 +15,7 @@ import time
 from typing import Optional
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -34,6 +32,7 @@ from vpp_policy_node.planning import (
 )
 from vpp_ros.chunk_conversion import ChunkData, ChunkValidationError, Pose, chunk_to_msg
 from vpp_ros.image_conversion import ImageConversionError, image_msg_to_rgb
+from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import CHUNK_QOS, COMMAND_QOS, SENSOR_QOS, STATUS_QOS
 from vpp_ros.time_conversion import seconds_to_stamp, stamp_to_seconds
@@ -231,21 +230,7 @@ class PolicyNode(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = PolicyNode()
-        # Single-threaded on purpose: callbacks only queue work (inference and control have
-        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
-        # subscriptions by up to ~2 s here.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PolicyNode, argv)
 
 
 if __name__ == "__main__":

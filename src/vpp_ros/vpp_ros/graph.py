@@ -142,17 +142,6 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     return nodes
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = nested
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def write_override_file(spec: NodeSpec, directory: str | pathlib.Path) -> Optional[str]:
     """A parameter file with ``spec.parameters`` under the node's own name, or None if empty.
 
@@ -164,8 +153,10 @@ def write_override_file(spec: NodeSpec, directory: str | pathlib.Path) -> Option
         return None
     import yaml
 
+    from vpp_ros.params import nest_parameters
+
     path = pathlib.Path(directory) / f"{spec.name}.overrides.yaml"
-    path.write_text(yaml.safe_dump({spec.name: {"ros__parameters": _nest(spec.parameters)}}))
+    path.write_text(yaml.safe_dump({spec.name: {"ros__parameters": nest_parameters(spec.parameters)}}))
     return str(path)
 
 

@@ -139,7 +139,8 @@ def _from_ros_value(kind: str, optional: bool, value: Any) -> Any:
     return value
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+def nest_parameters(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}}: the inverse of :func:`flatten`."""
     nested: dict[str, Any] = {}
     for name, value in flat.items():
         node = nested
@@ -182,7 +183,7 @@ def declare_dataclass_parameters(node, cls: type, prefix: str = "", skip: tuple[
             flat[name] = _from_ros_value(kind, _unwrap_optional(tp)[1], value)
         except ValueError as exc:
             raise ValueError(f"parameter {ros_name!r}: {exc}") from None
-    return dataclass_from_dict(cls, _nest(flat))
+    return dataclass_from_dict(cls, nest_parameters(flat))
 
 
 def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -230,4 +231,4 @@ def dataclass_from_parameters(cls: type, flat: dict[str, Any], prefix: str = "")
         values[short] = _from_ros_value(_kind(fields[short]), _unwrap_optional(fields[short])[1], value)
     if unknown:
         raise KeyError(f"unknown parameters for {cls.__name__}: {sorted(unknown)}")
-    return dataclass_from_dict(cls, _nest(values))
+    return dataclass_from_dict(cls, nest_parameters(values))

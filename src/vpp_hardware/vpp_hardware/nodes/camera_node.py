@@ -14,14 +14,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from vpp_hardware.cameras.realsense.camera_realsense import RealSenseCamera
 from vpp_hardware.cameras.realsense.configuration_realsense import RealSenseCameraConfig
 from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
+from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
 
 
@@ -97,21 +96,7 @@ class CameraNode(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = CameraNode()
-        # Single-threaded on purpose: callbacks only queue work (inference and control have
-        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
-        # subscriptions by up to ~2 s here.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(CameraNode, argv)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -37,6 +35,7 @@ from vpp_hardware.executor.effector import BinaryGripperEffector
 from vpp_hardware.executor.chunk_schedule import TimedChunk
 from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, ExecutorMode, TickResult
 from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
+from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import CHUNK_QOS, SENSOR_QOS, STATUS_QOS
 
@@ -260,24 +259,7 @@ class FrankaExecutorNode(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = FrankaExecutorNode()
-        # Single-threaded on purpose: callbacks only queue work (inference and control have
-        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
-        # subscriptions by up to ~2 s here.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ArmError as exc:
-        print(f"[franka_executor] cannot start: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(FrankaExecutorNode, argv)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-import rclpy
 from geometry_msgs.msg import PoseArray, Pose
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -25,6 +23,8 @@ from vpp_hardware.cameras.mujoco.camera_mujoco import MujocoCamera
 from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
 from vpp_hardware.sim.sim_world import SimWorld
+from vpp_ros.node_main import run_node
+from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import SENSOR_QOS
 
 
@@ -49,8 +49,6 @@ class SimWorldNodeConfig:
 class SimWorldNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_world")
-        from vpp_ros.params import declare_dataclass_parameters
-
         self.cfg: SimWorldNodeConfig = declare_dataclass_parameters(self, SimWorldNodeConfig)
         cfg = self.cfg
         size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
@@ -107,21 +105,7 @@ class SimWorldNode(Node):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = SimWorldNode()
-        # Single-threaded on purpose: callbacks only queue work (inference and control have
-        # their own threads), and rclpy's MultiThreadedExecutor was measured delaying
-        # subscriptions by up to ~2 s here.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimWorldNode, argv)
 
 
 if __name__ == "__main__":
