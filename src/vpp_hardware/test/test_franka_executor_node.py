@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from vpp_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 
 from vpp_hardware.arms.franka.sim_server import FrankySimServer  # noqa: E402
 from vpp_ros.chunk_conversion import ChunkData, Pose, chunk_to_msg  # noqa: E402
-from vpp_ros.graph import NodeSpec, free_sim_robot_host, ros_args_for, write_override_file  # noqa: E402
+from vpp_ros.graph import NodeSpec, free_sim_robot_host, node_command, stop_process  # noqa: E402
 from vpp_ros.qos import CHUNK_QOS, SENSOR_QOS, STATUS_QOS  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -40,19 +39,11 @@ def executor_process(sim_robot, tmp_path_factory):
     spec = NodeSpec("franka_executor", "vpp_hardware", "franka_executor_node",
                     "vpp_hardware.nodes.franka_executor_node",
                     {"robot_ip": sim_robot, "arm.ignore_realtime": True})
-    override = write_override_file(spec, tmp_path_factory.mktemp("params"))
-    proc = subprocess.Popen([sys.executable, "-m", spec.module,
-                             *ros_args_for(spec, str(REPO / "config" / "panda.yaml"), override)],
+    proc = subprocess.Popen(node_command(spec, str(REPO / "config" / "panda.yaml"), tmp_path_factory.mktemp("params")),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    print(out)
+    print(stop_process(proc))
 
 
 class _Rig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from std_msgs.msg import String  # noqa: E402
 from vpp_msgs.msg import ActionChunk, PolicyStatus  # noqa: E402
 
 from vpp_ros.chunk_conversion import msg_to_chunk  # noqa: E402
+from vpp_ros.graph import NodeSpec, node_command, stop_process  # noqa: E402
 from vpp_ros.image_conversion import rgb_to_image_msg  # noqa: E402
 from vpp_ros.qos import CHUNK_QOS, COMMAND_QOS, SENSOR_QOS, STATUS_QOS  # noqa: E402
 from vpp_ros.time_conversion import seconds_to_stamp  # noqa: E402
@@ -26,20 +26,14 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def policy_process():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vpp_policy_node.policy_node", "--ros-args",
-         "--params-file", str(REPO / "config" / "panda.yaml"), "-p", "replan_after_steps:=3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
-    )
+def policy_process(tmp_path_factory):
+    spec = NodeSpec("policy_node", "vpp_policy_node", "policy_node", "vpp_policy_node.policy_node",
+                    {"replan_after_steps": 3})
+    proc = subprocess.Popen(node_command(spec, str(REPO / "config" / "panda.yaml"), tmp_path_factory.mktemp("params")),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    print(out)
+    print(stop_process(proc))
 
 
 class _Rig:

@@ -212,7 +212,6 @@ class PlannerStatus:
     reason: str = "no instruction yet"
     chunks_published: int = 0
     last_planning_latency: float = 0.0
-    latencies: list = dataclasses.field(default_factory=list)
 
 
 class PlanningLoop:
@@ -269,7 +268,7 @@ class PlanningLoop:
         changed = (state, reason) != (self.status.state, self.status.reason)
         self.status.state, self.status.instruction, self.status.reason = state, instruction, reason
         if changed:
-            self.on_state(dataclasses.replace(self.status, latencies=list(self.status.latencies)))
+            self.on_state(dataclasses.replace(self.status))
 
     def _run(self) -> None:
         while True:
@@ -309,7 +308,5 @@ class PlanningLoop:
                                         - self._latency_estimate)
             self.status.chunks_published += 1
             self.status.last_planning_latency = latency
-            self.status.latencies.append(latency)
-            del self.status.latencies[:-1000]
             self._set_state("planning", instruction, "planning")
             self.publish(PlannedChunk(np.asarray(actions, dtype=np.float32), obs, instruction, latency, seq))

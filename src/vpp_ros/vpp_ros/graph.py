@@ -168,6 +168,23 @@ def ros_args_for(spec: NodeSpec, config: str, override_file: Optional[str] = Non
     return out
 
 
+def node_command(spec: NodeSpec, config: str, override_dir: str | pathlib.Path) -> list[str]:
+    """The command line that runs ``spec`` as a plain process with ``config`` and its overrides."""
+    override = write_override_file(spec, override_dir)
+    return [sys.executable, "-m", spec.module, *ros_args_for(spec, config, override)]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> str:
+    """SIGTERM, then SIGKILL after ``timeout``; returns what is left of its piped output."""
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
 class GraphProcesses:
     """Starts the graph's nodes as child processes and stops them together.
 
@@ -175,13 +192,12 @@ class GraphProcesses:
     stdout with a ``[node]`` prefix.
     """
 
-    def __init__(self, args: GraphArgs, log_dir: str | pathlib.Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: GraphArgs, log_dir: str | pathlib.Path | None = None) -> None:
         self.args = args
         self.specs = build_graph(args)
         self.config = args.resolved_config()
         self.log_dir = pathlib.Path(log_dir) if log_dir else None
-        self.env = {**os.environ, **(extra_env or {})}
+        self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.env.setdefault("MUJOCO_GL", "osmesa")
         self.procs: dict[str, subprocess.Popen] = {}
@@ -195,8 +211,7 @@ class GraphProcesses:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         self._override_dir = tempfile.TemporaryDirectory(prefix="vpp-graph-")
         for spec in self.specs:
-            override = write_override_file(spec, self._override_dir.name)
-            cmd = [sys.executable, "-m", spec.module, *ros_args_for(spec, self.config, override)]
+            cmd = node_command(spec, self.config, self._override_dir.name)
             if self.log_dir:
                 out = open(self.log_dir / f"{spec.name}.log", "w")  # noqa: SIM115 - closed by the child
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,

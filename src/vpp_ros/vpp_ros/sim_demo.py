@@ -52,6 +52,7 @@ class _Monitor:
         self.frame_stamps: list[float] = []
         self.max_video_frames = max_video_frames
         self.record_video = False
+        self.last_image_time = 0.0  # monotonic time of the newest static-camera image
         self.lang_pub = self.node.create_publisher(String, "/task_language", COMMAND_QOS)
         self.node.create_subscription(ActionChunk, "/action_chunk", self._on_chunk, CHUNK_QOS)
         self.node.create_subscription(ExecutorStatus, "/franka_executor/status", self._on_exec, STATUS_QOS)
@@ -144,7 +145,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     try:
         graph.start()
         deadline = time.monotonic() + args.startup_timeout
-        monitor.last_image_time = 0.0
         while True:
             monitor.spin_for(0.2)
             dead = graph.dead()

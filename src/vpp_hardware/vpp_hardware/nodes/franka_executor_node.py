@@ -231,7 +231,8 @@ class FrankaExecutorNode(Node):
         msg.active_chunk_sequence_id = status.active_chunk_seq or 0
         msg.steps_remaining = status.steps_remaining
         msg.chunks_received = self._chunks_received
-        msg.chunks_rejected = c.rejected_chunks + (self._chunks_received - c.accepted_chunks - c.rejected_chunks)
+        # Refused here (malformed message) or by the executor: everything received but not accepted.
+        msg.chunks_rejected = self._chunks_received - c.accepted_chunks
         msg.steps_executed = c.executed_steps
         msg.steps_dropped_late = c.dropped_late_steps
         msg.steps_limited = c.limited_steps
