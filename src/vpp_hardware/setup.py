@@ -6,6 +6,9 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    # Robot descriptions written by the project (URDF/MJCF), resolved next to the modules.
+    package_data={"vpp_hardware.description": ["xhand/*.urdf", "xhand/*.xml"]},
+    include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -21,6 +24,8 @@ setup(
             "camera_node = vpp_hardware.nodes.camera_node:main",
             "sim_world_node = vpp_hardware.nodes.sim_world_node:main",
             "franka_executor_node = vpp_hardware.nodes.franka_executor_node:main",
+            "xhand_executor_node = vpp_hardware.nodes.xhand_executor_node:main",
+            "xhand_sim_world_node = vpp_hardware.nodes.xhand_sim_world_node:main",
         ],
     },
 )

@@ -65,6 +65,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
 }
 
 EXECUTORS = {"panda": "franka_executor", "xhand": "xhand_executor"}
+#: The simulated world's node executable per robot (the node is always named ``sim_world``).
+SIM_WORLDS = {"panda": "sim_world_node", "xhand": "xhand_sim_world_node"}
 SIM_ROBOT_HOST = "127.0.0.1"
 
 
@@ -124,14 +126,22 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
         sim_params: dict[str, Any] = {}
         if args.robot_ip:
             sim_params["host"] = args.robot_ip
-        nodes.append(NodeSpec("sim_world", "vpp_hardware", "sim_world_node",
-                              "vpp_hardware.nodes.sim_world_node", sim_params))
+        if args.robot == "xhand":
+            # MuJoCo xArm7 + XHand: the xArm is served over the xArm protocol on the SDK's Unix
+            # sockets (any IP reaches it), the simulated hand over two topics.
+            sim_params = {}
+        sim_node = SIM_WORLDS[args.robot]
+        nodes.append(NodeSpec("sim_world", "vpp_hardware", sim_node, f"vpp_hardware.nodes.{sim_node}", sim_params))
     else:
         for view, serial in (("static_camera", args.static_camera_serial), ("wrist_camera", args.wrist_camera_serial)):
             params: dict[str, Any] = {"serial": serial} if serial else {}
             nodes.append(NodeSpec(view, "vpp_hardware", "camera_node", "vpp_hardware.nodes.camera_node", params))
     exec_params: dict[str, Any] = {"robot_ip": args.robot_ip} if args.robot_ip else {}
-    if args.use_sim:
+    if args.use_sim and args.robot == "xhand":
+        # The SDK reaches the simulated controller through /tmp/xarmcontroller_uds_* (forbidden
+        # on the real robot); the hand is the simulated one.
+        exec_params = {"robot_ip": args.robot_ip or SIM_ROBOT_HOST, "arm.forbid_uds": False, "hand_backend": "sim"}
+    elif args.use_sim:
         # The simulated robot listens on loopback and the machine has no real-time kernel.
         exec_params = {"robot_ip": args.robot_ip or SIM_ROBOT_HOST, "arm.ignore_realtime": True}
     nodes.append(NodeSpec(executor, "vpp_hardware", f"{executor}_node",

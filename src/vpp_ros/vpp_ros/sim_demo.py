@@ -26,13 +26,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vpp_ros.graph import GraphArgs, GraphProcesses, free_sim_robot_host
+from vpp_ros.graph import EXECUTORS, GraphArgs, GraphProcesses, free_sim_robot_host
 
 
 class _Monitor:
     """An rclpy node that watches the graph and speaks the instruction."""
 
-    def __init__(self, max_video_frames: int) -> None:
+    def __init__(self, max_video_frames: int, executor_status_topic: str = "/franka_executor/status") -> None:
         import rclpy
         from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import Image
@@ -55,7 +55,7 @@ class _Monitor:
         self.last_image_time = 0.0  # monotonic time of the newest static-camera image
         self.lang_pub = self.node.create_publisher(String, "/task_language", COMMAND_QOS)
         self.node.create_subscription(ActionChunk, "/action_chunk", self._on_chunk, CHUNK_QOS)
-        self.node.create_subscription(ExecutorStatus, "/franka_executor/status", self._on_exec, STATUS_QOS)
+        self.node.create_subscription(ExecutorStatus, executor_status_topic, self._on_exec, STATUS_QOS)
         self.node.create_subscription(PolicyStatus, "/policy_node/status", self._on_policy, STATUS_QOS)
         self.node.create_subscription(PoseStamped, "/ee_pose", self._on_pose, SENSOR_QOS)
         self.node.create_subscription(Image, "/static_camera/image_raw", self._on_image, SENSOR_QOS)
@@ -134,13 +134,18 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    graph = GraphProcesses(GraphArgs(robot="panda", config=args.config, use_sim=True, checkpoint=args.checkpoint,
-                                     robot_ip=free_sim_robot_host()),
+    robot = getattr(args, "robot", "panda")
+    # The Panda sim serves libfranka on a free loopback address; the xArm sim serves the SDK's
+    # Unix sockets, which any address reaches.
+    robot_ip = free_sim_robot_host() if robot == "panda" else ""
+    graph = GraphProcesses(GraphArgs(robot=robot, config=args.config, use_sim=True, checkpoint=args.checkpoint,
+                                     robot_ip=robot_ip),
                            log_dir=out / "logs")
     print(f"[sim_demo] starting {', '.join(s.name for s in graph.specs)} (logs in {out / 'logs'})", flush=True)
     rclpy.init()
-    monitor = _Monitor(max_video_frames=int(args.duration * 30) + 100)
-    report: dict[str, Any] = {"instruction": args.instruction, "duration_s": args.duration,
+    monitor = _Monitor(max_video_frames=int(args.duration * 30) + 100,
+                       executor_status_topic=f"/{EXECUTORS[robot]}/status")
+    report: dict[str, Any] = {"robot": robot, "instruction": args.instruction, "duration_s": args.duration,
                               "checkpoint": args.checkpoint or "(none: tiny random policy)"}
     try:
         graph.start()
@@ -235,7 +240,9 @@ def _markdown(r: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="", help="parameter YAML (default: config/panda.yaml)")
+    parser.add_argument("--robot", default="panda", choices=sorted(EXECUTORS),
+                        help="panda (franky-sim FR3) or xhand (MuJoCo xArm7 + XHand)")
+    parser.add_argument("--config", default="", help="parameter YAML (default: config/<robot>.yaml)")
     parser.add_argument("--checkpoint", default="", help="policy checkpoint directory (default: tiny random)")
     parser.add_argument("--instruction", default="push the red cube to the left")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run the instruction")

@@ -245,7 +245,8 @@ class ChunkExecutor:
                 f"effector consumes {effector.dim} values, action space {self.action_space.name!r} "
                 f"has {self.action_space.effector_dim}"
             )
-        self.safety = SafetyFilter(config.safety, self.action_space.effector_bounds)
+        self.safety = SafetyFilter(config.safety, self.action_space.effector_bounds,
+                                   effector_names=self.action_space.effector_names)
         if self.safety.effector_dim != self.action_space.effector_dim:
             raise ValueError(
                 f"safety.effector_bounds must give {self.action_space.effector_dim} (low, high) pairs for "

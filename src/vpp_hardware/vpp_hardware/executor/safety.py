@@ -95,9 +95,12 @@ class SafetyDecision:
 class SafetyFilter:
     """Applies :class:`SafetyLimits` to targets. Stateless apart from the limits."""
 
-    def __init__(self, limits: SafetyLimits, effector_bounds: tuple[tuple[float, float], ...] | None = None):
-        """``effector_bounds`` is the fallback when ``limits.effector_bounds`` is empty."""
+    def __init__(self, limits: SafetyLimits, effector_bounds: tuple[tuple[float, float], ...] | None = None,
+                 effector_names: tuple[str, ...] = ()):
+        """``effector_bounds`` is the fallback when ``limits.effector_bounds`` is empty;
+        ``effector_names`` (optional) name the clamped dimensions in the decision's reason."""
         self.limits = limits
+        self.effector_names = tuple(effector_names)
         bounds = limits.effector_bounds or effector_bounds or ()
         self._effector_low = np.array([b[0] for b in bounds], dtype=float)
         self._effector_high = np.array([b[1] for b in bounds], dtype=float)
@@ -186,7 +189,12 @@ class SafetyFilter:
         if self.effector_dim:
             clamped = np.clip(effector, self._effector_low, self._effector_high)
             if not np.array_equal(clamped, effector):
-                notes.append("effector command clamped to its range")
+                changed = np.flatnonzero(clamped != effector)
+                if len(self.effector_names) == self.effector_dim:
+                    notes.append("effector command clamped to its range: " + ", ".join(
+                        f"{self.effector_names[i]} {effector[i]:.3f} -> {clamped[i]:.3f}" for i in changed))
+                else:
+                    notes.append("effector command clamped to its range")
             effector = clamped
 
         if velocity is not None:

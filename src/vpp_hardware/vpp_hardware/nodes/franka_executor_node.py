@@ -6,7 +6,8 @@ limits, watchdog) and :class:`vpp_hardware.arms.franka.franky_arm.FrankyArm` (fr
 chunks arrive on the ROS executor thread and are only queued there.
 
 Topics: subscribes ``chunk_topic``; publishes ``joint_state_topic`` (arm + fingers),
-``ee_pose_topic`` (PoseStamped in ``frame_id``) and ``~/status`` (vpp_msgs/ExecutorStatus).
+``ee_pose_topic`` (PoseStamped in ``frame_id``), ``/commanded_pose`` + ``/commanded_effector``
+(what was sent, after the safety limits) and ``~/status`` (vpp_msgs/ExecutorStatus).
 Services: ``~/hold`` (stop executing, hold the current pose), ``~/recover`` (clear a latched
 fault with franky's ``recover_from_errors``, bounded by ``arm.max_recovery_attempts``).
 """
@@ -27,13 +28,14 @@ from std_srvs.srv import Trigger
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
-from vpp_core.action_space import pose_from_pos_quat, pose_to_pos_quat
+from vpp_core.action_space import get_action_space, pose_from_pos_quat, pose_to_pos_quat
 from vpp_hardware.arms.arm import ArmError
 from vpp_hardware.arms.franka.franky_arm import FrankyArm, FrankyArmConfig, FrankyGripper, FrankyGripperConfig
 from vpp_hardware.arms.gripper_worker import GripperWorker
 from vpp_hardware.executor.effector import BinaryGripperEffector
 from vpp_hardware.executor.chunk_schedule import TimedChunk
 from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, ExecutorMode, TickResult
+from vpp_hardware.nodes.commanded_publishing import CommandedPublisher, CommandRecorder
 from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
 from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
@@ -86,12 +88,17 @@ class FrankaExecutorNode(Node):
             GripperWorker(FrankyGripper(grip_cfg)) if self.cfg.use_gripper else None)
         self._connect_with_retries()
         effector = BinaryGripperEffector(self.gripper, self.exec_cfg.gripper) if self.gripper else None
-        self.chunk_executor = ChunkExecutor(self.exec_cfg, self.arm, effector=effector)
+        # Records the (limited) gripper command for /commanded_effector, then forwards it.
+        action_space = get_action_space(self.exec_cfg.action_space)
+        self.command_recorder = CommandRecorder(effector, action_space.effector_dim)
+        self.chunk_executor = ChunkExecutor(self.exec_cfg, self.arm, effector=self.command_recorder)
         self.chunk_executor.start()
 
         self.joint_pub = self.create_publisher(JointState, self.cfg.joint_state_topic, SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, self.cfg.ee_pose_topic, SENSOR_QOS)
         self.status_pub = self.create_publisher(ExecutorStatusMsg, "~/status", STATUS_QOS)
+        self.commanded = CommandedPublisher(self, action_space.effector_names, self.cfg.frame_id,
+                                            self.command_recorder, stamp_with_executor_time=self.exec_cfg.clock == "wall")
         self.create_subscription(ActionChunk, self.cfg.chunk_topic, self._on_chunk, CHUNK_QOS)
         self.create_service(Trigger, "~/hold", self._on_hold)
         self.create_service(Trigger, "~/recover", self._on_recover)
@@ -143,6 +150,7 @@ class FrankaExecutorNode(Node):
             self.context.try_shutdown()
 
     def _on_tick(self, result: TickResult) -> None:
+        self.commanded.on_tick(result)
         if result.mode is not self._last_mode:
             self._last_mode = result.mode
             # rclpy insists that one call site always logs at one severity.
@@ -152,6 +160,7 @@ class FrankaExecutorNode(Node):
                 self.get_logger().info(f"executor {result.mode.value}: {result.reason}")
 
     def _publish_state(self) -> None:
+        self.commanded.publish()
         state = self.chunk_executor.last_state
         if state is None:
             return

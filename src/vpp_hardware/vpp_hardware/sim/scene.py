@@ -79,12 +79,14 @@ def _add_camera(parent: ET.Element, camera: MujocoCameraConfig, offset: np.ndarr
     )
 
 
-def build_tabletop(scene: ET.Element, worldbody: ET.Element, config: SimWorldConfig) -> None:
+def build_tabletop(scene: ET.Element, worldbody: ET.Element, config: SimWorldConfig,
+                   hand_body: str = f"{ROBOT_PREFIX}hand") -> None:
     """Add table, objects, cameras and render settings to a franky-sim scene.
 
     Call after ``sim.add_robot(position=(0, 0, config.table_height_m))`` and before the
     simulation starts. Objects are placed at the middle of the object region; ``SimWorld.reset``
-    moves them.
+    moves them. ``hand_body`` is the body that carries ``mount="hand"`` cameras (another robot's
+    scene, e.g. the XArm + XHand one, passes its own).
     """
     height = config.table_height_m
     base_offset = np.array([0.0, 0.0, height])
@@ -142,7 +144,7 @@ def build_tabletop(scene: ET.Element, worldbody: ET.Element, config: SimWorldCon
             friction="1 0.005 0.0001",
         )
 
-    hand = _find_body(worldbody, f"{ROBOT_PREFIX}hand")
+    hand = _find_body(worldbody, hand_body)
     for camera in config.cameras:
         if camera.mount == "hand":
             _add_camera(hand, camera, np.zeros(3))

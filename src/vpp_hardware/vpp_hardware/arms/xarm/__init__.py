@@ -1,0 +1,1 @@
+"""UFACTORY xArm: SDK driver, kinematics and a loopback controller peer."""
