@@ -42,9 +42,9 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..image import resize_pixels, uint8_to_pixels
 from .normalization import PercentileNormalizer
 from .policy import VPPPolicy
 from .tvp import TextConditioning
@@ -219,7 +219,7 @@ class PolicyEngine:
                     f"view '{view}': uint8 images must be H x W x 3 (RGB), got shape {tuple(tensor.shape)}"
                     + (" (RGBA? drop the alpha channel)" if tensor.ndim == 3 and tensor.shape[-1] == 4 else "")
                 )
-            pixels = tensor.to(self.device).permute(2, 0, 1).float() / 127.5 - 1.0
+            pixels = uint8_to_pixels(tensor.to(self.device))
         elif tensor.is_floating_point():
             if tensor.ndim != 3 or tensor.shape[0] != 3:
                 raise ValueError(
@@ -240,7 +240,7 @@ class PolicyEngine:
                     f"view '{view}': image is {height} x {width}, the model expects {size} x {size}; "
                     "crop/resize in the camera pipeline (as for the training data) or enable resize_images"
                 )
-            pixels = F.interpolate(pixels[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+            pixels = resize_pixels(pixels, size)  # the converter stores training frames with the same resize
         return pixels
 
     def prepare_images(self, images: Mapping[str, ImageInput]) -> Tensor:
