@@ -1,0 +1,1 @@
+"""Apple Vision Pro teleoperation of the XArm + XHand (and Panda) and demonstration recording."""
