@@ -188,8 +188,9 @@ class SafetyFilter:
 
         if self.effector_dim:
             clamped = np.clip(effector, self._effector_low, self._effector_high)
-            if not np.array_equal(clamped, effector):
-                changed = np.flatnonzero(clamped != effector)
+            # Excess below 1e-6 is float32 rounding of a command sent at the limit: clamp quietly.
+            changed = np.flatnonzero(np.abs(clamped - effector) > 1e-6)
+            if changed.size:
                 if len(self.effector_names) == self.effector_dim:
                     notes.append("effector command clamped to its range: " + ", ".join(
                         f"{self.effector_names[i]} {effector[i]:.3f} -> {clamped[i]:.3f}" for i in changed))
