@@ -171,9 +171,15 @@ def read_checkpoint_config(directory: PathLike) -> tuple[VPPPolicyConfig, dict[s
     return config, dict(data.get("metadata", {}))
 
 
-def _compare_tensors(expected: Mapping[str, torch.Tensor], path: Path) -> None:
+_OPTIONAL_TENSORS = ("video_former.feature_mean", "video_former.feature_std")
+
+
+def _compare_tensors(expected: Mapping[str, torch.Tensor], path: Path, extra: Optional[Mapping[str, torch.Tensor]] = None) -> None:
     with safe_open(str(path), framework="pt") as handle:
         stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    for name in _OPTIONAL_TENSORS:
+        if extra is not None and name in extra and name not in stored:
+            stored[name] = tuple(extra[name].shape)
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     mismatched = sorted(
@@ -204,8 +210,13 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
 
     policy = VPPPolicy(config, tvp=TextGuidedVideoPredictor(config.tvp, tokenizer=tokenizer))
     expected = policy.state_dict()
-    _compare_tensors(expected, root / WEIGHTS_FILE)
     state = load_file(str(root / WEIGHTS_FILE), device="cpu")
+    # Checkpoints written before the Video Former's feature standardisation existed lack its
+    # statistics: they keep the identity defaults (exactly the old behaviour).
+    for name in _OPTIONAL_TENSORS:
+        if name not in state and name in expected:
+            state[name] = expected[name]
+    _compare_tensors(expected, root / WEIGHTS_FILE, extra=state)
     policy.load_state_dict(state, strict=True)
     policy.to(device).eval()
 

@@ -31,7 +31,14 @@ from .policy import VPPPolicy, VPPPolicyConfig
 from .tvp import TextGuidedVideoPredictor, TVPConfig, clip_text_config, svd_unet_config, svd_vae_config
 from .video_former import VideoFormerConfig
 
-__all__ = ["PRESET_NAMES", "PRESET_DESCRIPTIONS", "preset_config", "build_policy", "build_policy_with_pretrained_tvp"]
+__all__ = [
+    "PRESET_NAMES",
+    "PRESET_DESCRIPTIONS",
+    "preset_config",
+    "policy_config_for_tvp",
+    "build_policy",
+    "build_policy_with_pretrained_tvp",
+]
 
 _EMBODIMENTS: dict[str, dict[str, Any]] = {
     "panda": dict(
@@ -148,6 +155,17 @@ def _assemble(tvp: TVPConfig, embodiment: dict[str, Any], tiny: bool) -> VPPPoli
             num_vision_tokens=former.num_output_tokens,
         )
     return VPPPolicyConfig(tvp=tvp, video_former=former, action_head=head, view_names=VIEW_NAMES, freeze_tvp=True)
+
+
+def policy_config_for_tvp(name: str, tvp: TVPConfig) -> VPPPolicyConfig:
+    """Preset ``name``'s Video Former and action head, sized for the features of ``tvp``.
+
+    Used by stage-2 training around a fine-tuned TVP loaded from disk (whose settings, e.g. image
+    size, may differ from the preset's own TVP).
+    """
+    if name not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return _assemble(tvp, _EMBODIMENTS[name.split("-")[0]], name.endswith("-tiny"))
 
 
 def build_policy(name: str, seed: Optional[int] = 0) -> VPPPolicy:

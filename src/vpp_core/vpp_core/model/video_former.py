@@ -228,6 +228,17 @@ class VideoFormer(nn.Module):
         # except for what the UNet's zero padding leaks. It costs tokens_per_frame * dim params.
         self.spatial_pos = nn.Parameter(torch.zeros(config.tokens_per_frame, dim))
         self.latent_queries = nn.Parameter(torch.zeros(config.num_frames, config.queries_per_frame, dim))
+        # Feature standardisation per (frame, channel): (features - mean) / std, identity until
+        # ``set_feature_statistics`` (stage-2 training sets it from the training set's features).
+        # Why: the TVP's one-step features at sigma 700 are dominated by a component that is the
+        # same for every observation (the UNet sees the same fixed noise; only the conditioning
+        # latents and the text differ), e.g. for a random tiny TVP the across-observation std is
+        # ~0.4 of the features' RMS. With small-init projections the Video Former's output then
+        # starts nearly input-independent, and early training drives it to fully
+        # input-independent tokens (the action head fits the mean first). Standardising per
+        # frame and channel fixed that in the tiny overfit experiment for every init seed tried.
+        self.register_buffer("feature_mean", torch.zeros(config.num_frames, config.in_channels))
+        self.register_buffer("feature_std", torch.ones(config.num_frames, config.in_channels))
         self.layers = nn.ModuleList(_VideoFormerLayer(config) for _ in range(config.depth))
         self.output_norm = nn.LayerNorm(dim)
         self.reset_parameters()
@@ -241,6 +252,19 @@ class VideoFormer(nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def set_feature_statistics(self, mean: Tensor, std: Tensor, min_std: float = 1e-6) -> None:
+        """Set the per-(frame, channel) standardisation: ``mean`` and ``std`` [num_frames, in_channels]."""
+        expected = (self.config.num_frames, self.config.in_channels)
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        if tuple(mean.shape) != expected or tuple(std.shape) != expected:
+            raise ValueError(f"feature statistics must be {expected}, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std < 0).any():
+            raise ValueError("feature statistics must be finite with std >= 0")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp_min(min_std))
 
     def _check_input(self, features: Tensor) -> None:
         cfg = self.config
@@ -263,7 +287,9 @@ class VideoFormer(nn.Module):
         param_dtype = self.latent_queries.dtype
         # [B, V, T, C, h, w] -> [B, T, V, h*w, C]: tokens are grouped by frame, the unit of the
         # spatial attention, with all views of that frame side by side.
-        tokens = features.to(param_dtype).flatten(4).permute(0, 2, 1, 4, 3)
+        scale = (self.feature_mean.view(1, 1, frames, channels, 1, 1), self.feature_std.view(1, 1, frames, channels, 1, 1))
+        features = (features.to(param_dtype) - scale[0].to(param_dtype)) / scale[1].to(param_dtype)
+        tokens = features.flatten(4).permute(0, 2, 1, 4, 3)
         media = self.input_proj(tokens)
         media = (
             media

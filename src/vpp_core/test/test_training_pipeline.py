@@ -1,0 +1,143 @@
+"""Training end to end on CPU: synthetic bags -> dataset -> stage 1 -> stage 2 -> inference engine.
+
+Tiny random models (64 px, 4 predicted frames) so every step takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vpp_core.data.convert import convert, load_config as load_convert_config
+from vpp_core.data.dataset import VPPDataset
+from vpp_core.data.synthetic import write_synthetic_bag
+from vpp_core.model.engine import PolicyEngine
+from vpp_core.training.config import Stage1Config, Stage2Config, load_config
+from vpp_core.training.datasets import ClipDataset, ObservationDataset
+from vpp_core.training.stage1 import Stage1Module, build_initial_tvp, train_stage1, vae_latents, video_loss
+from vpp_core.training.stage2 import build_stage2_policy, train_stage2
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[3]
+INSTRUCTIONS = ("pick up the red cube", "push the blue cube")
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("training_data")
+    bags = [
+        write_synthetic_bag(root / "bags" / f"demo{i}", embodiment="panda", seconds=2.5, image_size=(48, 64),
+                            instruction=INSTRUCTIONS[i % 2], seed=i)
+        for i in range(2)
+    ]
+    summary = convert(bags, root / "ds", "panda", load_convert_config(fps=10.0, horizon=10, image_size=64), progress=False)
+    assert not summary.rejected, summary.rejected
+    return root / "ds"
+
+
+def _stage1_config(dataset_root: Path, output: Path, *overrides: str) -> Stage1Config:
+    return load_config(
+        Stage1Config,
+        REPO / "config" / "train" / "tiny_stage1.yaml",
+        [f"data.root={dataset_root}", f"run.output_dir={output}", "run.progress_bar=false", *overrides],
+    )
+
+
+def _stage2_config(dataset_root: Path, output: Path, tvp_dir: Path, *overrides: str) -> Stage2Config:
+    return load_config(
+        Stage2Config,
+        REPO / "config" / "train" / "tiny_stage2.yaml",
+        [f"data.root={dataset_root}", f"run.output_dir={output}", f"init.tvp_dir={tvp_dir}", "run.progress_bar=false",
+         f"feature_cache.directory={output}/cache", *overrides],
+    )
+
+
+def test_datasets_cut_clips_and_observations(dataset_root):
+    dataset = VPPDataset(dataset_root)
+    length = dataset.episodes[0].length
+    clips = ClipDataset(dataset, image_size=64, num_frames=4, views=["static", "wrist"], frame_stride=3)
+    assert len(clips) == dataset.num_frames * 2
+    last = clips[(2 * (length - 2) + 1, 0)]  # episode 0, frame length - 2, wrist view
+    assert last["frames"].tolist() == [length - 2, length - 1, length - 1, length - 1]
+    assert last["clip"].shape == (4, 3, 64, 64) and torch.equal(last["condition"], last["clip"][0])
+    assert -1.0 <= float(last["clip"].min()) and float(last["clip"].max()) <= 1.0
+    normalizers = dataset.normalizers()
+    observations = ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False)
+    item = observations[3]
+    assert item["images"].shape == (2, 3, 64, 64) and item["actions"].shape == (10, 7)
+    episode = dataset.load_episode(0)
+    expected = normalizers["actions"].normalize(episode.actions[3].astype(np.float64))
+    np.testing.assert_allclose(item["actions"].numpy(), expected, atol=1e-6)
+    assert item["instruction"] == INSTRUCTIONS[0]
+
+
+def test_stage1_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):
+    config = _stage1_config(dataset_root, tmp_path)
+    tvp = build_initial_tvp(config)
+    dataset = VPPDataset(dataset_root)
+    clips = ClipDataset(dataset, tvp.config.image_size, tvp.config.num_frames, ["static", "wrist"], frame_stride=2)
+    items = [clips[i] for i in (0, 7, 30)]
+    pixels = torch.stack([item["clip"] for item in items])
+    with torch.no_grad():
+        latents = vae_latents(tvp, pixels.flatten(0, 1)).view(3, 4, 4, 8, 8) * tvp.vae.config.scaling_factor
+        condition = tvp.encode_images(torch.stack([item["condition"] for item in items]))
+        text = tvp.encode_text([item["instruction"] for item in items]).hidden_states
+    module = Stage1Module(tvp).train()
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = video_loss(module, tvp, latents, condition, text, torch.Generator().manual_seed(0), config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0], losses
+    # Only the UNet learns: VAE and text encoder stay frozen.
+    assert all(p.grad is None for p in tvp.vae.parameters()) and all(p.grad is None for p in tvp.text_encoder.parameters())
+
+
+def test_stage1_then_stage2_then_engine_plans_in_robot_units(dataset_root, tmp_path):
+    stage1 = train_stage1(_stage1_config(dataset_root, tmp_path / "s1"))
+    assert stage1.step == 6 and all(np.isfinite(stage1.losses))
+    assert (stage1.output / "tvp_config.json").is_file() and (stage1.output / "unet" / "config.json").is_file()
+
+    config = _stage2_config(dataset_root, tmp_path / "s2", stage1.output)
+    stage2 = train_stage2(config)
+    assert stage2.step == 6 and all(np.isfinite(stage2.losses))
+    assert (tmp_path / "s2" / "config.yaml").is_file() and list((tmp_path / "s2" / "tensorboard").rglob("events.*"))
+
+    engine = PolicyEngine.from_checkpoint(stage2.output)
+    dataset = VPPDataset(dataset_root)
+    episode = dataset.load_episode(1)
+    chunk = engine.plan({view: episode.frames[view][5] for view in ("static", "wrist")}, episode.instruction)
+    assert chunk.shape == (10, 7) and np.isfinite(chunk).all()
+    normalizer = dataset.normalizers()["actions"]
+    assert np.all(chunk >= normalizer.low - 1e-9) and np.all(chunk <= normalizer.high + 1e-9)
+    # The checkpoint carries the Video Former's feature standardisation fitted in stage 2.
+    assert not torch.equal(engine.policy.video_former.feature_std, torch.ones_like(engine.policy.video_former.feature_std))
+
+
+def test_stage2_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):
+    config = _stage2_config(dataset_root, tmp_path, Path(""), "init.random_tvp=true", "init.tvp_dir=")
+    policy = build_stage2_policy(config)
+    dataset = VPPDataset(dataset_root)
+    observations = ObservationDataset(dataset, policy.image_size, ["static", "wrist"], dataset.normalizers(), False)
+    items = [observations[i] for i in (0, 9, 30, 41)]
+    with torch.no_grad():
+        text = policy.encode_text([item["instruction"] for item in items])
+        features = policy.predictive_features(torch.stack([item["images"] for item in items]), text)
+    batch = {"features": features, "lang_emb": text.pooled, "actions": torch.stack([item["actions"] for item in items])}
+    optimizer = torch.optim.AdamW(list(policy.trainable_parameters()), lr=2e-3)
+    policy.train()
+    losses = []
+    for _ in range(30):
+        loss = policy.compute_loss(batch, torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
