@@ -20,6 +20,7 @@ setup(
         "console_scripts": [
             "vpp_graph = vpp_ros.graph:main",
             "vpp_relay = vpp_ros.relay:main",
+            "recorder = vpp_ros.recorder:main",
         ],
     },
 )

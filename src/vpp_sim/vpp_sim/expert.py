@@ -1,0 +1,142 @@
+"""Scripted expert: action chunks that perform a task, planned from the measured state.
+
+Pure numpy, no ROS: :meth:`ScriptedExpert.plan` takes the measured end-effector pose and the
+object positions (base frame) and returns a ``(horizon, 7)`` chunk in the Panda action space
+(deltas relative to the measured pose, gripper absolute), exactly what the policy node publishes;
+the caller wraps it into a vpp_msgs/ActionChunk for the executor. Like the policy it is replanned
+every few steps (``replan_after_steps``) from the newest state, so it is a state-feedback
+controller: what it commands depends on where the arm and the cubes are, not on the time since
+the episode started (which is what a policy can learn from images).
+
+Motion: walk a polyline of waypoints from the measured position at a constant speed, ``speed *
+dt`` per step, orientation fixed (gripper pointing down), gripper closed. Per episode the speed,
+approach heights and small offsets of the contact point are drawn at random so demonstrations
+are diverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from vpp_core.action_space import get_action_space, poses_to_actions
+from vpp_sim.tasks import CUBE_HALF_SIZE_M, Task
+
+__all__ = ["DOWN_ROTATION", "ExpertConfig", "ScriptedExpert", "polyline_targets", "home_chunk"]
+
+#: Gripper pointing down, fingers along y: franky-sim's FR3 start orientation (base frame).
+DOWN_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+
+
+@dataclass
+class ExpertConfig:
+    """Motion parameters of the scripted expert (metres, seconds)."""
+
+    dt: float = 0.1  # chunk step, as the policy's
+    horizon: int = 10  # steps per chunk, as the policy's
+    replan_after_steps: int = 5  # as the policy node's replan_after_steps
+    speed_mps: float = 0.13  # mean Cartesian speed
+    speed_jitter: float = 0.2  # per episode, +- this fraction
+    pre_height_m: float = 0.07  # approach point above the cube top (touch) / push height (push)
+    touch_height_m: float = 0.006  # fingertip goal above the cube top
+    push_height_m: float = 0.022  # fingertip height (above the table) while pushing
+    push_backoff_m: float = 0.065  # fingertip start behind the cube centre
+    push_ahead_m: float = 0.10  # pushing aims this far ahead of the cube's centre
+    offset_jitter_m: float = 0.006  # per episode, +- on the contact point (xy)
+    height_jitter_m: float = 0.01  # per episode, +- on the approach height
+    align_tolerance_m: float = 0.012  # xy distance under which the arm descends
+    gripper: float = 0.0  # closed: a firm finger block for touching and pushing
+
+
+def polyline_targets(start: np.ndarray, waypoints: Sequence[np.ndarray], step_m: float, steps: int) -> np.ndarray:
+    """Positions ``k * step_m`` along start -> waypoints for k = 0..steps-1 (stops at the end)."""
+    points = [np.asarray(start, dtype=float)] + [np.asarray(w, dtype=float) for w in waypoints]
+    segments = [(a, b, float(np.linalg.norm(b - a))) for a, b in zip(points[:-1], points[1:])]
+    out = np.empty((steps, 3))
+    for k in range(steps):
+        remaining = k * step_m
+        position = points[-1]
+        for a, b, length in segments:
+            if remaining <= length and length > 0:
+                position = a + (b - a) * (remaining / length)
+                break
+            remaining -= length
+        out[k] = position
+    return out
+
+
+def _chunk(reference_pose: np.ndarray, positions: np.ndarray, gripper: float) -> np.ndarray:
+    targets = np.repeat(np.eye(4)[None], len(positions), axis=0)
+    targets[:, :3, :3] = DOWN_ROTATION
+    targets[:, :3, 3] = positions
+    extra = np.full((len(positions), 1), float(gripper))
+    return poses_to_actions(reference_pose, targets, extra, action_space="panda").astype(np.float32)
+
+
+def home_chunk(reference_pose: np.ndarray, home_position: Sequence[float], cfg: ExpertConfig,
+               safe_height_m: float = 0.15) -> np.ndarray:
+    """A chunk towards the home position (up first when low), gripper as configured."""
+    p = np.asarray(reference_pose, dtype=float)[:3, 3]
+    home = np.asarray(home_position, dtype=float)
+    waypoints = []
+    if p[2] < safe_height_m - 0.01 and np.linalg.norm((home - p)[:2]) > 0.03:
+        waypoints.append(np.array([p[0], p[1], safe_height_m]))
+    waypoints.append(home)
+    return _chunk(reference_pose, polyline_targets(p, waypoints, cfg.speed_mps * cfg.dt, cfg.horizon), cfg.gripper)
+
+
+class ScriptedExpert:
+    """Plans chunks for one task; :meth:`reset` at the start of each episode."""
+
+    def __init__(self, task: Task, cfg: Optional[ExpertConfig] = None, rng: Optional[np.random.Generator] = None):
+        self.task = task
+        self.cfg = cfg or ExpertConfig()
+        self.rng = rng if rng is not None else np.random.default_rng()
+        get_action_space("panda")  # fail early if the action space is unknown
+        self.reset()
+
+    def reset(self) -> None:
+        """Draw this episode's speed, heights and contact offset."""
+        cfg, rng = self.cfg, self.rng
+        self.speed = cfg.speed_mps * (1.0 + rng.uniform(-cfg.speed_jitter, cfg.speed_jitter))
+        self.pre_height = cfg.pre_height_m + rng.uniform(-cfg.height_jitter_m, cfg.height_jitter_m)
+        self.offset = np.append(rng.uniform(-cfg.offset_jitter_m, cfg.offset_jitter_m, size=2), 0.0)
+
+    def waypoints(self, ee_position: np.ndarray, objects: Mapping[str, Sequence[float]]) -> list[np.ndarray]:
+        """Where to go from ``ee_position``, given the current object positions."""
+        task, cfg = self.task, self.cfg
+        p = np.asarray(ee_position, dtype=float)
+        cube = np.asarray(objects[task.target], dtype=float)
+        top_z = cube[2] + CUBE_HALF_SIZE_M
+        if task.kind == "touch":
+            goal = np.array([cube[0], cube[1], top_z + cfg.touch_height_m]) + self.offset
+            above = goal + np.array([0.0, 0.0, self.pre_height])
+        elif task.kind == "push":
+            direction = np.append(np.asarray(task.push_direction, dtype=float), 0.0)
+            behind = cube - direction * cfg.push_backoff_m + self.offset
+            low = np.array([behind[0], behind[1], cfg.push_height_m])
+            rel = p - low
+            along = float(rel @ direction)
+            across = float(np.linalg.norm(rel[:2] - along * direction[:2]))
+            if p[2] < cfg.push_height_m + 0.02 and across < 0.02 and along > -0.02:
+                # In contact position behind the cube: push through it.
+                ahead = cube + direction * cfg.push_ahead_m
+                return [np.array([ahead[0], ahead[1], cfg.push_height_m])]
+            goal = low
+            above = np.array([low[0], low[1], top_z + self.pre_height])
+        else:
+            raise ValueError(f"unknown task kind {task.kind!r}")
+        if np.linalg.norm((goal - p)[:2]) <= cfg.align_tolerance_m:
+            return [goal]
+        if p[2] < above[2] - 0.02:
+            # Low and not above the goal: up first, so the fingers never sweep over the cubes.
+            return [np.array([p[0], p[1], above[2]]), above, goal]
+        return [above, goal]
+
+    def plan(self, reference_pose: np.ndarray, objects: Mapping[str, Sequence[float]]) -> np.ndarray:
+        """A ``(horizon, 7)`` chunk relative to ``reference_pose`` (the measured EE pose, 4x4)."""
+        p = np.asarray(reference_pose, dtype=float)[:3, 3]
+        positions = polyline_targets(p, self.waypoints(p, objects), self.speed * self.cfg.dt, self.cfg.horizon)
+        return _chunk(reference_pose, positions, self.cfg.gripper)

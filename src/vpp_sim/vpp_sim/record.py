@@ -1,0 +1,194 @@
+"""Record scripted demonstrations as rosbags through the real node graph.
+
+    python -m vpp_sim.record --tasks all --episodes-per-task 12 --output data/sim_bags [--seed 0]
+
+Starts sim world (franky-sim + cameras), Franka executor and recorder from config/panda.yaml
+(+ config/sim_proof.yaml's simulation overrides). Per episode: home the arm through the executor,
+reset the cubes (seeded: sim_world's ``seed`` parameter, one reset after another), START the
+recorder with the instruction, publish it on /task_language, let the scripted expert drive the
+executor with action chunks until the task's success check (from the simulator's object poses
+and the measured EE pose) passes, then STOP (kept, ``vpp.outcome: success``) or DISCARD a
+failure. Writes ``<output>/record_summary.json`` and node logs under ``<output>/logs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+from vpp_sim.expert import ScriptedExpert
+from vpp_sim.session import SimClient, SimGraph, jittered_home, load_proof_config
+from vpp_sim.tasks import TaskMonitor, TaskStatus, resolve_tasks
+
+
+def _progress(done: int, total: int, text: str) -> None:
+    width = 24
+    filled = int(width * done / max(total, 1))
+    print(f"[record] [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}", flush=True)
+
+
+def record(args: argparse.Namespace) -> dict:
+    import rclpy
+    from vpp_ros.recorder import update_custom_data
+
+    proof = load_proof_config(args.proof_config or None)
+    tasks = resolve_tasks(args.tasks)
+    out = pathlib.Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    graph = SimGraph(out / "logs", proof, seed=args.seed, recorder_output=out, storage=args.storage,
+                     panda_config=args.config)
+    print(f"[record] starting {', '.join(graph.names)} (logs in {out / 'logs'})", flush=True)
+    rclpy.init()
+    client = None
+    summary: dict = {"tasks": {t.name: {"instruction": t.instruction, "kept": 0, "failed": 0, "episodes": []}
+                               for t in tasks},
+                     "seed": args.seed, "episodes_per_task": args.episodes_per_task, "output": str(out)}
+    started = time.monotonic()
+    try:
+        graph.start()
+        client = SimClient(graph)
+        client.wait_ready(args.startup_timeout, need_recorder=True)
+        total = len(tasks) * args.episodes_per_task
+        kept_total = 0
+        # Interleave tasks so an interrupted run still has every task.
+        max_attempts = int(np.ceil(args.episodes_per_task * proof.max_attempts_factor))
+        attempts = {t.name: 0 for t in tasks}
+        while True:
+            pending = [t for t in tasks if summary["tasks"][t.name]["kept"] < args.episodes_per_task
+                       and attempts[t.name] < max_attempts]
+            if not pending:
+                break
+            for task in pending:
+                attempts[task.name] += 1
+                episode = _record_episode(client, task, proof, rng, out, update_custom_data, args)
+                entry = summary["tasks"][task.name]
+                entry["episodes"].append(episode)
+                if episode["kept"]:
+                    entry["kept"] += 1
+                    kept_total += 1
+                else:
+                    entry["failed"] += 1
+                _progress(kept_total, total, f"{task.name}: {episode['status']} ({episode['reason']}) "
+                                             f"{episode.get('bag') or ''}")
+    finally:
+        if client is not None:
+            client.close()
+        rclpy.try_shutdown()
+        graph.stop()
+    summary["elapsed_s"] = time.monotonic() - started
+    summary["kept"] = sum(t["kept"] for t in summary["tasks"].values())
+    (out / "record_summary.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"{name}: kept {t['kept']}, failed {t['failed']}" for name, t in summary["tasks"].items()]
+    print(f"[record] done in {summary['elapsed_s']:.0f} s: " + "; ".join(lines), flush=True)
+    return summary
+
+
+def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, update_custom_data, args) -> dict:
+    cfg = proof.expert
+    home = jittered_home(proof, rng)
+    if not client.home(home, cfg, proof.home_tolerance_m, proof.home_timeout_s):
+        print(f"[record] warning: homing did not reach {np.round(home, 3).tolist()} "
+              f"(EE at {np.round(client.ee[1], 3).tolist()})", flush=True)
+    layout, resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
+    client.spin_for(0.5)  # the (possibly lagging) cameras show the new layout before recording
+    R = client.RecordEpisode.Request
+    start = client.call(client.episode_client, R(command=R.START, instruction=task.instruction))
+    if not start.success:
+        raise RuntimeError(f"recorder refused START: {start.message}")
+    client.say(task.instruction)
+    expert = ScriptedExpert(task, cfg, rng)
+    monitor = TaskMonitor(task)
+    success_at: list[Optional[float]] = [None]
+
+    def observe() -> None:
+        if client.ee is None or client.objects is None:
+            return
+        status = monitor.update(client.now(), client.ee[1], client.objects[1])
+        if status == TaskStatus.SUCCESS and success_at[0] is None:
+            success_at[0] = time.monotonic()
+
+    def finished() -> bool:
+        if monitor.status == TaskStatus.FAILED or client.executor_faulted():
+            return True
+        return success_at[0] is not None and time.monotonic() - success_at[0] >= proof.success_tail_s
+
+    t0 = time.monotonic()
+    client.drive(lambda ref: expert.plan(ref, client.objects[1]), finished, cfg,
+                 task.time_limit_s + proof.success_tail_s + 2.0, f"[sim] expert: {task.instruction}", on_step=observe)
+    duration = time.monotonic() - t0
+    ok = monitor.status == TaskStatus.SUCCESS and not client.executor_faulted()
+    if client.executor_faulted():
+        monitor.status, monitor.reason = TaskStatus.FAILED, f"executor fault: {client.executor_status.reason}"
+    status, reason = monitor.status, monitor.reason
+    stop = client.call(client.episode_client, R(command=R.STOP if ok else R.DISCARD))
+    if not stop.success:
+        raise RuntimeError(f"recorder refused {'STOP' if ok else 'DISCARD'}: {stop.message}")
+    bag = None
+    if ok:
+        bag = out / stop.episode_name
+        from vpp_ros.recorder import read_custom_data
+
+        recorded = read_custom_data(bag).get("vpp.instruction")
+        if recorded != task.instruction:  # another client drove the recorder (same ROS domain?)
+            raise RuntimeError(f"{bag} holds instruction {recorded!r}, expected {task.instruction!r}: is another "
+                               "graph running on this ROS_DOMAIN_ID?")
+        update_custom_data(bag, {
+            "vpp.outcome": "success", "vpp.task": task.name, "vpp.source": "scripted expert (vpp_sim.expert)",
+            "vpp.layout": {k: [round(float(x), 4) for x in v] for k, v in layout.items()},
+        })
+        gap = max_camera_gap_s(bag)
+        if gap > proof.max_frame_gap_s:
+            # The simulator rendered too few frames (an overloaded machine): the converter would
+            # reject the episode, so it does not count; record another.
+            shutil.rmtree(bag, ignore_errors=True)
+            ok, bag = False, None
+            status, reason = "discarded", f"camera frames {gap * 1e3:.0f} ms apart (max {proof.max_frame_gap_s * 1e3:.0f} ms)"
+    return {"task": task.name, "kept": ok, "status": status, "reason": reason,
+            "duration_s": round(duration, 2), "bag": bag.name if bag else None, "resets": resets,
+            "recorder": stop.message}
+
+
+def max_camera_gap_s(bag: pathlib.Path, topics: tuple[str, ...] = ("/static_camera/image_raw",
+                                                                   "/wrist_camera/image_raw")) -> float:
+    """Largest gap between consecutive frames (header stamps) of the cameras in a bag [s]."""
+    from rosbags.rosbag2 import Reader
+
+    from vpp_core.data.ros_types import vpp_typestore
+
+    store = vpp_typestore()
+    stamps: dict[str, list[float]] = {}
+    with Reader(bag) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        for conn, _t, raw in reader.messages(connections=connections):
+            header = store.deserialize_cdr(raw, conn.msgtype).header
+            stamps.setdefault(conn.topic, []).append(header.stamp.sec + header.stamp.nanosec * 1e-9)
+    if set(stamps) != set(topics):
+        return float("inf")
+    return max(float(np.max(np.diff(sorted(v)))) if len(v) > 1 else float("inf") for v in stamps.values())
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
+    parser.add_argument("--episodes-per-task", type=int, default=14)
+    parser.add_argument("--output", default="data/sim_bags")
+    parser.add_argument("--seed", type=int, default=0, help="layouts, home poses and expert variations")
+    parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    parser.add_argument("--config", default="", help="node parameters (default config/panda.yaml)")
+    parser.add_argument("--proof-config", default="", help="default config/sim_proof.yaml")
+    parser.add_argument("--startup-timeout", type=float, default=240.0)
+    args = parser.parse_args(argv)
+    summary = record(args)
+    return 0 if summary["kept"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
