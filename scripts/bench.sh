@@ -8,3 +8,5 @@ run python -m vpp_core.model.bench --preset panda-tiny --device cpu --iters 10
 run python -m vpp_hardware.executor.bench_executor
 run python -m vpp_hardware.sim.bench_camera --seconds 8 --with-robot
 run python -m vpp_ros.sim_demo --duration 20 --output outputs/bench_sim_demo
+run python -m vpp_core.data.bench --episodes 2 --seconds 10
+run python -m vpp_teleop.bench --samples 600

@@ -80,7 +80,8 @@ def bench_node(samples: int, rate_hz: float, config: str) -> list[float]:
     server = FakeAvpServer(host, scenario="wrist", rate_hz=rate_hz).start()
     spec = NodeSpec("teleop_node", "vpp_teleop", "teleop_node", "vpp_teleop.teleop_node",
                     {"avp_client.ip": host, "teleop.clutch.gesture": "off"})
-    proc = subprocess.Popen(node_command(spec, config, tempfile.mkdtemp(prefix="teleop-bench-")),
+    scratch = tempfile.TemporaryDirectory(prefix="teleop-bench-")  # the node's parameter overrides
+    proc = subprocess.Popen(node_command(spec, config, scratch.name),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     rclpy.init()
@@ -129,6 +130,7 @@ def bench_node(samples: int, rate_hz: float, config: str) -> list[float]:
         rclpy.try_shutdown()
         output = stop_process(proc)
         server.stop()
+        scratch.cleanup()
     if not ok:
         raise RuntimeError(f"node path: only {len(chunk_receipts)} chunks; node output:\n{output}")
     latencies = [received - source_by_arrival[stamp] for stamp, received in chunk_receipts[20:]
