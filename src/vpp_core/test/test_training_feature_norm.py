@@ -117,3 +117,73 @@ def test_checkpoints_without_feature_statistics_still_load(tmp_path):
     loaded = load_checkpoint(tmp_path / "old").policy.video_former
     assert torch.equal(loaded.feature_mean, torch.zeros_like(loaded.feature_mean))
     assert torch.equal(loaded.feature_std, torch.ones_like(loaded.feature_std))
+
+
+def test_stage2_statistics_remove_the_feature_pattern_shared_by_all_observations():
+    """Stage 2's statistics subtract a per-ELEMENT mean, so a spatial pattern shared by every
+    observation (what the TVP's fixed-noise features are made of) is removed, not just its
+    per-(frame, channel) average.
+
+    Regression: with per-(frame, channel) statistics, on the toy reaching set the Video Former's
+    input stayed ~93% observation-independent (across-observation std 0.03 of total 0.41), its
+    tokens collapsed and the trained policy ignored the images (sampled chunks no better than the
+    mean chunk). Here the shared pattern is 20x the per-observation signal.
+    """
+    import types
+
+    from vpp_core.training.stage2 import feature_statistics
+
+    torch.manual_seed(0)
+    former = VPPPolicy(_micro_config()).video_former
+    cfg = former.config
+    side = int(round(cfg.tokens_per_frame**0.5))
+    shape = (cfg.num_views, cfg.num_frames, cfg.in_channels, side, side)
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(1, *shape, generator=generator) + 0.05 * torch.randn(24, *shape, generator=generator)
+
+    def spread(standardised: torch.Tensor) -> float:
+        """Across-observation std relative to the total std."""
+        return float(standardised.std(0).pow(2).mean().sqrt() / standardised.std())
+
+    # The stage-2 code path, on a stand-in for the feature cache.
+    cache = types.SimpleNamespace(lookup=lambda indices, device: features[torch.as_tensor(indices)])
+    config = types.SimpleNamespace(feature_stats_frames=2048, run=types.SimpleNamespace(batch_size=5))
+    mean, std = feature_statistics(list(range(len(features))), cache, None, None, config, torch.device("cpu"), None)
+    assert tuple(mean.shape) == shape and tuple(std.shape) == (cfg.num_frames, cfg.in_channels)
+    former.set_feature_statistics(mean, std)
+    per_element = spread(former.standardize(features))
+    with torch.no_grad():
+        tokens_per_element = _token_spread_of(former, features)
+
+    values = features.double().permute(2, 3, 0, 1, 4, 5).flatten(2)
+    former.set_feature_statistics(values.mean(dim=2).float(), values.std(dim=2).float())
+    per_channel = spread(former.standardize(features))
+    with torch.no_grad():
+        tokens_per_channel = _token_spread_of(former, features)
+
+    assert per_channel < 0.1 and per_element > 0.95, (per_channel, per_element)
+    assert tokens_per_element > 5 * tokens_per_channel, (tokens_per_channel, tokens_per_element)
+
+
+def _token_spread_of(former, features: torch.Tensor) -> float:
+    tokens = former(features)
+    return float(tokens.std(0).pow(2).mean().sqrt() / tokens.pow(2).mean().sqrt())
+
+
+def test_checkpoints_with_a_per_channel_feature_mean_still_load(tmp_path):
+    """Checkpoints written while the feature mean was [frames, channels] load, broadcast per element."""
+    from safetensors.torch import load_file, save_file
+
+    from vpp_core.model.checkpoint import load_checkpoint, save_checkpoint
+    from vpp_core.model.normalization import PercentileNormalizer
+
+    torch.manual_seed(0)
+    policy = VPPPolicy(_micro_config())
+    save_checkpoint(policy, tmp_path / "old", {"actions": PercentileNormalizer([-1.0] * 7, [1.0] * 7)})
+    tensors = load_file(tmp_path / "old" / "model.safetensors")
+    config = policy.video_former.config
+    per_channel = torch.randn(config.num_frames, config.in_channels)
+    tensors["video_former.feature_mean"] = per_channel
+    save_file(tensors, tmp_path / "old" / "model.safetensors")
+    loaded = load_checkpoint(tmp_path / "old").policy.video_former
+    assert torch.equal(loaded.feature_mean, per_channel.view(1, *per_channel.shape, 1).expand_as(loaded.feature_mean))

@@ -178,7 +178,8 @@ def _compare_tensors(expected: Mapping[str, torch.Tensor], path: Path, extra: Op
     with safe_open(str(path), framework="pt") as handle:
         stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     for name in _OPTIONAL_TENSORS:
-        if extra is not None and name in extra and name not in stored:
+        # Absent in old checkpoints, or upgraded by load_checkpoint (per-channel feature mean).
+        if extra is not None and name in extra:
             stored[name] = tuple(extra[name].shape)
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
@@ -216,6 +217,11 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
     for name in _OPTIONAL_TENSORS:
         if name not in state and name in expected:
             state[name] = expected[name]
+    # Checkpoints written while the feature mean was per (frame, channel) [T, C]: broadcast it to
+    # the per-element shape [V, T, C, h*w] (the same standardisation).
+    mean_name = "video_former.feature_mean"
+    if mean_name in expected and state[mean_name].ndim == 2 and tuple(state[mean_name].shape) == tuple(expected[mean_name].shape[1:3]):
+        state[mean_name] = state[mean_name].view(1, *state[mean_name].shape, 1).expand(expected[mean_name].shape).contiguous()
     _compare_tensors(expected, root / WEIGHTS_FILE, extra=state)
     policy.load_state_dict(state, strict=True)
     policy.to(device).eval()

@@ -228,8 +228,9 @@ class VideoFormer(nn.Module):
         # except for what the UNet's zero padding leaks. It costs tokens_per_frame * dim params.
         self.spatial_pos = nn.Parameter(torch.zeros(config.tokens_per_frame, dim))
         self.latent_queries = nn.Parameter(torch.zeros(config.num_frames, config.queries_per_frame, dim))
-        # Feature standardisation per (frame, channel): (features - mean) / std, identity until
-        # ``set_feature_statistics`` (stage-2 training sets it from the training set's features).
+        # Feature standardisation: (features - mean) / std, mean per element, std per (frame,
+        # channel); identity until ``set_feature_statistics`` (stage-2 training sets it from the
+        # training set's features).
         # Why: the TVP's one-step features at sigma 700 are dominated by a component that is the
         # same for every observation (the UNet sees the same fixed noise; only the conditioning
         # latents and the text differ), e.g. for a random tiny TVP the across-observation std is
@@ -237,7 +238,20 @@ class VideoFormer(nn.Module):
         # starts nearly input-independent, and early training drives it to fully
         # input-independent tokens (the action head fits the mean first). Standardising per
         # frame and channel fixed that in the tiny overfit experiment for every init seed tried.
-        self.register_buffer("feature_mean", torch.zeros(config.num_frames, config.in_channels))
+        #
+        # The mean is per ELEMENT [views, frames, channels, h*w], not per (frame, channel): the
+        # shared component is a fixed spatial pattern (same noise at every location), so a
+        # per-(frame, channel) mean leaves it in place. Measured on the toy reaching set with the
+        # stage-1 tiny TVP: across-observation std 0.03 vs total std 0.41 of the features, so
+        # after per-(frame, channel) standardisation ~93% of the Video Former's input was still
+        # the same for every observation; its tokens collapsed to input-independent (across-
+        # sample / total token std 0.0003 after 1000 steps) and the policy ignored the images
+        # (denoiser error identical with the right or a shuffled context; sampled chunks worse
+        # than the mean chunk). With the per-element mean removed, the tokens stay input-dependent
+        # and the denoiser uses the context (see test_training_feature_norm.py).
+        self.register_buffer(
+            "feature_mean", torch.zeros(config.num_views, config.num_frames, config.in_channels, config.tokens_per_frame)
+        )
         self.register_buffer("feature_std", torch.ones(config.num_frames, config.in_channels))
         self.layers = nn.ModuleList(_VideoFormerLayer(config) for _ in range(config.depth))
         self.output_norm = nn.LayerNorm(dim)
@@ -255,12 +269,26 @@ class VideoFormer(nn.Module):
 
     @torch.no_grad()
     def set_feature_statistics(self, mean: Tensor, std: Tensor, min_std: float = 1e-6) -> None:
-        """Set the per-(frame, channel) standardisation: ``mean`` and ``std`` [num_frames, in_channels]."""
-        expected = (self.config.num_frames, self.config.in_channels)
+        """Set the standardisation ``(features - mean) / std``.
+
+        ``mean``: per element, [num_views, num_frames, in_channels, h, w] (or with h*w flattened),
+        or per (frame, channel) [num_frames, in_channels], broadcast over views and locations.
+        ``std``: per (frame, channel) [num_frames, in_channels].
+        """
+        cfg = self.config
+        per_channel = (cfg.num_frames, cfg.in_channels)
+        per_element = tuple(self.feature_mean.shape)
         mean = torch.as_tensor(mean, dtype=torch.float32)
         std = torch.as_tensor(std, dtype=torch.float32)
-        if tuple(mean.shape) != expected or tuple(std.shape) != expected:
-            raise ValueError(f"feature statistics must be {expected}, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if tuple(mean.shape) == per_channel:
+            mean = mean.view(1, *per_channel, 1).expand(per_element)
+        elif mean.ndim == 5 and tuple(mean.shape[:3]) == per_element[:3] and mean.shape[3] * mean.shape[4] == per_element[3]:
+            mean = mean.flatten(3)
+        if tuple(mean.shape) != per_element or tuple(std.shape) != per_channel:
+            raise ValueError(
+                f"feature statistics must be mean {per_element} (or {per_channel}) and std {per_channel}, "
+                f"got {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std < 0).any():
             raise ValueError("feature statistics must be finite with std >= 0")
         self.feature_mean.copy_(mean)
@@ -279,6 +307,14 @@ class VideoFormer(nn.Module):
                 f"h*w={cfg.tokens_per_frame})"
             )
 
+    def standardize(self, features: Tensor) -> Tensor:
+        """``(features - feature_mean) / feature_std`` in the parameters' dtype, [B, V, T, C, h, w]."""
+        _, views, frames, channels, height, width = features.shape
+        param_dtype = self.latent_queries.dtype
+        mean = self.feature_mean.view(1, views, frames, channels, height, width).to(param_dtype)
+        std = self.feature_std.view(1, 1, frames, channels, 1, 1).to(param_dtype)
+        return (features.to(param_dtype) - mean) / std
+
     def forward(self, features: Tensor) -> Tensor:
         """features [B, V, T, C, h, w] -> tokens [B, T * Q, dim]."""
         self._check_input(features)
@@ -287,8 +323,7 @@ class VideoFormer(nn.Module):
         param_dtype = self.latent_queries.dtype
         # [B, V, T, C, h, w] -> [B, T, V, h*w, C]: tokens are grouped by frame, the unit of the
         # spatial attention, with all views of that frame side by side.
-        scale = (self.feature_mean.view(1, 1, frames, channels, 1, 1), self.feature_std.view(1, 1, frames, channels, 1, 1))
-        features = (features.to(param_dtype) - scale[0].to(param_dtype)) / scale[1].to(param_dtype)
+        features = self.standardize(features)
         tokens = features.flatten(4).permute(0, 2, 1, 4, 3)
         media = self.input_proj(tokens)
         media = (

@@ -191,9 +191,9 @@ class Stage2Config:
     ema: EMAConfig = field(default_factory=EMAConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/stage2"))
     feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
-    # Standardise the TVP features per (frame, channel) with training-set statistics (stored in
-    # the Video Former; see VideoFormer.set_feature_statistics for why), estimated from at most
-    # this many frames spread evenly over the training set.
+    # Standardise the TVP features (mean per element, std per (frame, channel)) with training-set
+    # statistics (stored in the Video Former; see VideoFormer.set_feature_statistics for why),
+    # estimated from at most this many frames spread evenly over the training set.
     normalize_features: bool = True
     feature_stats_frames: int = 2048
 

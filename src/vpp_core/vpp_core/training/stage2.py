@@ -163,7 +163,11 @@ def feature_statistics(
     device: torch.device,
     autocast: Any,
 ) -> tuple[Tensor, Tensor]:
-    """Mean and std [T, C] of the TVP features over frames, views and locations (float64 sums).
+    """Per-element mean [V, T, C, h, w] of the TVP features over frames, and the std [T, C] of
+    what is left after subtracting it, over frames, views and locations (float64 sums).
+
+    Per element, not per (frame, channel): the features share a fixed spatial pattern across all
+    observations (see VideoFormer.set_feature_statistics), which only a per-element mean removes.
 
     From the cache when there is one, else by running the TVP over up to
     ``feature_stats_frames`` frames spread evenly over the training set (no augmentation).
@@ -189,14 +193,17 @@ def feature_statistics(
             hidden, _ = texts(batch["instruction"])
             with autocast():
                 features = policy.tvp.features(batch["images"].to(device), hidden.to(device))
-        values = features.double().permute(2, 3, 0, 1, 4, 5).flatten(2)  # [T, C, n * V * h * w]
-        part, part_sq = values.sum(dim=2), values.square().sum(dim=2)
+        values = features.double()  # [n, V, T, C, h, w]
+        part = values.sum(dim=0)  # [V, T, C, h, w]
+        part_sq = values.square().sum(dim=(0, 1, 4, 5))  # [T, C]
         total = part if total is None else total + part
         total_sq = part_sq if total_sq is None else total_sq + part_sq
-        samples += values.shape[2]
+        samples += values.shape[0]
     assert total is not None and total_sq is not None
     mean = total / samples
-    variance = (total_sq / samples - mean.square()).clamp_min(0.0)
+    # E[(x - mean_elem)^2] over frames, views, locations = E[x^2] - mean over (V, h, w) of mean_elem^2.
+    per_channel = samples * mean.shape[0] * mean.shape[-2] * mean.shape[-1]
+    variance = (total_sq / per_channel - mean.square().mean(dim=(0, 3, 4))).clamp_min(0.0)
     return mean.float().cpu(), variance.sqrt().float().cpu()
 
 
@@ -278,7 +285,7 @@ def train_stage2(config: Stage2Config) -> TrainResult:
             policy.video_former.set_feature_statistics(mean, std)
             if accelerator.is_main_process:
                 LOG.info(
-                    "stage 2: feature standardisation from %d frames: |mean| %.3g, std %.3g (median over frame x channel)",
+                    "stage 2: feature standardisation from %d frames: |mean| %.3g (median over elements), std %.3g (median over frame x channel)",
                     min(len(observations), config.feature_stats_frames), mean.abs().median().item(), std.median().item(),
                 )
 
