@@ -33,27 +33,20 @@ from std_srvs.srv import Trigger
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
-from vpp_core.action_space import XHAND_JOINT_NAMES, get_action_space, pose_from_pos_quat, pose_to_pos_quat
+from vpp_core.action_space import XHAND_JOINT_NAMES, get_action_space, pose_to_pos_quat
 from vpp_hardware.arms.arm import ArmError
 from vpp_hardware.arms.xarm.xarm_arm import XArmArm, XArmConfig
-from vpp_hardware.executor.chunk_schedule import TimedChunk
 from vpp_hardware.executor.executor import ChunkExecutorConfig, ExecutorMode, TickResult
 from vpp_hardware.hands.hand import HandError, XHandJointLimits
 from vpp_hardware.hands.xhand_executor import build_xhand_executor
 from vpp_hardware.hands.xhand_sdk import XHandSDKConfig, XHandSDKHand
+from vpp_hardware.nodes.executor_node_common import ChunkExecutorNodeMixin
 from vpp_hardware.nodes.commanded_publishing import CommandedPublisher, CommandRecorder
 from vpp_hardware.nodes.ros_hand import RosTopicHand
-from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
 from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import CHUNK_QOS, SENSOR_QOS, STATUS_QOS
 
-_MODE_TO_STATE = {
-    ExecutorMode.STOPPED: ExecutorStatusMsg.STATE_IDLE,
-    ExecutorMode.HOLDING: ExecutorStatusMsg.STATE_HOLDING,
-    ExecutorMode.TRACKING: ExecutorStatusMsg.STATE_EXECUTING,
-    ExecutorMode.FAULT: ExecutorStatusMsg.STATE_ERROR,
-}
 _HAND_BACKENDS = ("sdk", "sim", "none")
 
 
@@ -85,7 +78,7 @@ class XHandExecutorNodeConfig:
             raise ValueError(f"hand_backend must be one of {_HAND_BACKENDS}, got {self.hand_backend!r}")
 
 
-class XHandExecutorNode(Node):
+class XHandExecutorNode(ChunkExecutorNodeMixin, Node):
     def __init__(self) -> None:
         super().__init__("xhand_executor")
         self.cfg: XHandExecutorNodeConfig = declare_dataclass_parameters(self, XHandExecutorNodeConfig)
@@ -215,60 +208,6 @@ class XHandExecutorNode(Node):
                 velocities += [0.0] * len(XHAND_JOINT_NAMES)
         joints.name, joints.position, joints.velocity = names, positions, velocities
         self.joint_pub.publish(joints)
-
-    # -------------------------------------------------------------- inputs
-    def _on_chunk(self, msg: ActionChunk) -> None:
-        self._chunks_received += 1
-        try:
-            chunk = msg_to_chunk(msg, expected_embodiment=self.exec_cfg.action_space)
-        except ChunkValidationError as exc:
-            self._reject(msg.sequence_id, str(exc))
-            return
-        position, quat = chunk.reference_pose.as_arrays()
-        timed = TimedChunk(stamp_s=chunk.stamp, dt_s=chunk.dt, actions=chunk.actions,
-                           reference_pose=pose_from_pos_quat(position, quat), seq=chunk.sequence_id)
-        result = self.chunk_executor.submit(timed)
-        if not result.accepted:
-            self._reject(msg.sequence_id, result.reason)
-
-    def _reject(self, seq: int, reason: str) -> None:
-        self._last_rejection = f"chunk {seq}: {reason}"
-        self.get_logger().error(f"rejected {self._last_rejection} (robot holds / keeps its current plan)")
-
-    def _on_hold(self, request, response):
-        self.chunk_executor.hold_now("hold requested over ~/hold")
-        response.success, response.message = True, "holding the current pose"
-        return response
-
-    def _on_recover(self, request, response):
-        ok, message = self.chunk_executor.recover()
-        response.success, response.message = ok, message
-        if ok:
-            self.get_logger().info(f"recover: {message}")
-        else:
-            self.get_logger().error(f"recover: {message}")
-        return response
-
-    def _publish_status(self) -> None:
-        status = self.chunk_executor.status()
-        c = status.counters
-        msg = ExecutorStatusMsg()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.cfg.frame_id
-        msg.embodiment = self.exec_cfg.action_space
-        msg.state = _MODE_TO_STATE[status.mode]
-        msg.reason = status.reason
-        msg.active_chunk_sequence_id = status.active_chunk_seq or 0
-        msg.steps_remaining = status.steps_remaining
-        msg.chunks_received = self._chunks_received
-        msg.chunks_rejected = self._chunks_received - c.accepted_chunks
-        msg.steps_executed = c.executed_steps
-        msg.steps_dropped_late = c.dropped_late_steps
-        msg.steps_limited = c.limited_steps
-        msg.holds = c.holds
-        msg.recoveries = c.recoveries
-        msg.last_rejection_reason = self._last_rejection
-        self.status_pub.publish(msg)
 
     def destroy_node(self) -> bool:
         if not hasattr(self, "_stop"):

@@ -1,0 +1,88 @@
+"""What every action-chunk executor node does the same way, whatever the robot.
+
+:class:`ChunkExecutorNodeMixin` turns ``vpp_msgs/ActionChunk`` messages into executor submissions
+(rejections logged with the reason and counted), serves ``~/hold`` and ``~/recover`` and fills
+``vpp_msgs/ExecutorStatus``. The node class provides ``chunk_executor`` (a
+:class:`~vpp_hardware.executor.executor.ChunkExecutor`), ``exec_cfg`` (its config), ``cfg.frame_id``,
+``status_pub`` and the counters ``_chunks_received`` / ``_last_rejection``; connecting the robot,
+publishing its state and shutting it down stay in the robot's own node.
+"""
+
+from __future__ import annotations
+
+from vpp_msgs.msg import ActionChunk
+from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
+
+from vpp_core.action_space import pose_from_pos_quat
+from vpp_hardware.executor.chunk_schedule import TimedChunk
+from vpp_hardware.executor.executor import ExecutorMode
+from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
+
+__all__ = ["ChunkExecutorNodeMixin", "MODE_TO_STATE"]
+
+MODE_TO_STATE = {
+    ExecutorMode.STOPPED: ExecutorStatusMsg.STATE_IDLE,
+    ExecutorMode.HOLDING: ExecutorStatusMsg.STATE_HOLDING,
+    ExecutorMode.TRACKING: ExecutorStatusMsg.STATE_EXECUTING,
+    ExecutorMode.FAULT: ExecutorStatusMsg.STATE_ERROR,
+}
+
+
+class ChunkExecutorNodeMixin:
+    """Chunk input, hold/recover services and status of an executor node (mix into an rclpy Node)."""
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self._chunks_received += 1
+        try:
+            chunk = msg_to_chunk(msg, expected_embodiment=self.exec_cfg.action_space)
+        except ChunkValidationError as exc:
+            self._reject(msg.sequence_id, str(exc))
+            return
+        position, quat = chunk.reference_pose.as_arrays()
+        timed = TimedChunk(stamp_s=chunk.stamp, dt_s=chunk.dt, actions=chunk.actions,
+                           reference_pose=pose_from_pos_quat(position, quat), seq=chunk.sequence_id)
+        result = self.chunk_executor.submit(timed)
+        if not result.accepted:
+            self._reject(msg.sequence_id, result.reason)
+        elif result.dropped_steps:
+            self.get_logger().debug(f"chunk {msg.sequence_id}: {result.dropped_steps} late steps dropped")
+
+    def _reject(self, seq: int, reason: str) -> None:
+        self._last_rejection = f"chunk {seq}: {reason}"
+        self.get_logger().error(f"rejected {self._last_rejection} (robot holds / keeps its current plan)")
+
+    def _on_hold(self, request, response):
+        self.chunk_executor.hold_now("hold requested over ~/hold")
+        response.success, response.message = True, "holding the current pose"
+        return response
+
+    def _on_recover(self, request, response):
+        ok, message = self.chunk_executor.recover()
+        response.success, response.message = ok, message
+        if ok:
+            self.get_logger().info(f"recover: {message}")
+        else:
+            self.get_logger().error(f"recover: {message}")
+        return response
+
+    def _publish_status(self) -> None:
+        status = self.chunk_executor.status()
+        c = status.counters
+        msg = ExecutorStatusMsg()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.cfg.frame_id
+        msg.embodiment = self.exec_cfg.action_space
+        msg.state = MODE_TO_STATE[status.mode]
+        msg.reason = status.reason
+        msg.active_chunk_sequence_id = status.active_chunk_seq or 0
+        msg.steps_remaining = status.steps_remaining
+        msg.chunks_received = self._chunks_received
+        # Refused here (malformed message) or by the executor: everything received but not accepted.
+        msg.chunks_rejected = self._chunks_received - c.accepted_chunks
+        msg.steps_executed = c.executed_steps
+        msg.steps_dropped_late = c.dropped_late_steps
+        msg.steps_limited = c.limited_steps
+        msg.holds = c.holds
+        msg.recoveries = c.recoveries
+        msg.last_rejection_reason = self._last_rejection
+        self.status_pub.publish(msg)
