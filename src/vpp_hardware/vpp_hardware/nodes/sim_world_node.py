@@ -46,34 +46,12 @@ class SimWorldNodeConfig:
     object_pose_rate_hz: float = field(default=10.0, metadata={"help": "rate of the ground-truth poses"})
 
 
-class SimWorldNode(Node):
-    def __init__(self) -> None:
-        super().__init__("sim_world")
-        self.cfg: SimWorldNodeConfig = declare_dataclass_parameters(self, SimWorldNodeConfig)
-        cfg = self.cfg
-        size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
-        cameras = (default_static_camera(**size), default_wrist_camera(**size))
-        self.frame_publishers: list[FramePublisher] = []
-        self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
-        self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
-                               f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
-        self.world.start()
-        self.world.reset(seed=cfg.seed)
-        for config, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
-                                         (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
-            # The same Camera interface as the RealSense driver, so both publish identically.
-            camera = MujocoCamera(self.world, config.name)
-            camera.connect()
-            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
-                                 camera_info_msg(camera.intrinsics(), frame_id))
-            pub.start()
-            self.frame_publishers.append(pub)
-        self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
-        self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self._resets = 0
-        self.get_logger().info(f"simulated world ready: robot at {self.world.host}, objects "
-                               f"{list(self.world.object_names)}")
+class SimWorldServices:
+    """Object poses, ``~/reset`` and shutdown shared by every simulated-world node.
+
+    The node provides ``world`` (a :class:`SimWorld`), ``cfg`` (``base_frame_id``, ``seed``),
+    ``object_pub``, ``frame_publishers`` and the ``_resets`` counter.
+    """
 
     def _publish_objects(self) -> None:
         msg = PoseArray()
@@ -102,6 +80,36 @@ class SimWorldNode(Node):
         if getattr(self, "world", None) is not None:
             self.world.stop()
         return super().destroy_node()
+
+
+class SimWorldNode(SimWorldServices, Node):
+    def __init__(self) -> None:
+        super().__init__("sim_world")
+        self.cfg: SimWorldNodeConfig = declare_dataclass_parameters(self, SimWorldNodeConfig)
+        cfg = self.cfg
+        size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
+        cameras = (default_static_camera(**size), default_wrist_camera(**size))
+        self.frame_publishers: list[FramePublisher] = []
+        self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
+        self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
+                               f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
+        self.world.start()
+        self.world.reset(seed=cfg.seed)
+        for config, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
+                                         (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
+            # The same Camera interface as the RealSense driver, so both publish identically.
+            camera = MujocoCamera(self.world, config.name)
+            camera.connect()
+            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
+                                 camera_info_msg(camera.intrinsics(), frame_id))
+            pub.start()
+            self.frame_publishers.append(pub)
+        self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
+        self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._resets = 0
+        self.get_logger().info(f"simulated world ready: robot at {self.world.host}, objects "
+                               f"{list(self.world.object_names)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

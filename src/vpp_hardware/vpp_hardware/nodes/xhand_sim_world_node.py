@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from geometry_msgs.msg import Pose, PoseArray
+from geometry_msgs.msg import PoseArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -28,6 +28,7 @@ from vpp_hardware.cameras.mujoco.camera_mujoco import MujocoCamera
 from vpp_hardware.hands.hand import HandError
 from vpp_hardware.hands.mujoco_hand import MujocoXHand
 from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
+from vpp_hardware.nodes.sim_world_node import SimWorldServices
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
 from vpp_hardware.sim.xhand_world import XHandSimConfig, XHandSimWorld, default_xhand_cameras
 from vpp_ros.node_main import run_node
@@ -59,7 +60,7 @@ class XHandSimWorldNodeConfig:
     object_pose_rate_hz: float = field(default=10.0, metadata={"help": "rate of the ground-truth poses"})
 
 
-class XHandSimWorldNode(Node):
+class XHandSimWorldNode(SimWorldServices, Node):
     def __init__(self) -> None:
         super().__init__("sim_world")
         self.cfg: XHandSimWorldNodeConfig = declare_dataclass_parameters(self, XHandSimWorldNodeConfig)
@@ -126,33 +127,6 @@ class XHandSimWorldNode(Node):
         msg.name = list(XHAND_JOINT_NAMES)
         msg.position = [float(v) for v in self.hand.read_positions()]
         self.hand_pub.publish(msg)
-
-    def _publish_objects(self) -> None:
-        msg = PoseArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.cfg.base_frame_id
-        for name in self.world.object_names:
-            pose = self.world.object_pose(name)
-            p = Pose()
-            p.position.x, p.position.y, p.position.z = map(float, pose.position)
-            w, x, y, z = map(float, pose.quaternion_wxyz)
-            p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = x, y, z, w
-            msg.poses.append(p)
-        self.object_pub.publish(msg)
-
-    def _on_reset(self, request, response):
-        self._resets += 1
-        poses = self.world.reset(seed=self.cfg.seed + self._resets)
-        response.success = True
-        response.message = ", ".join(f"{n} at ({p.position[0]:.3f}, {p.position[1]:.3f})" for n, p in poses.items())
-        return response
-
-    def destroy_node(self) -> bool:
-        for pub in getattr(self, "frame_publishers", []):
-            pub.stop()
-        if getattr(self, "world", None) is not None:
-            self.world.stop()
-        return super().destroy_node()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
