@@ -130,9 +130,18 @@ def test_chunk_moves_wrist_and_hand_and_commanded_topics_report_it(rig):
     expected_hand = hand_target.copy()
     expected_hand[XHAND_JOINT_NAMES.index("index_joint1")] = 1.919
 
+    def commanded_error():
+        if rig.commanded_pose is None:
+            return np.inf
+        p = rig.commanded_pose.pose.position
+        return np.linalg.norm(np.array([p.x, p.y, p.z]) - (start + delta))
+
     def reached():
+        # /commanded_pose arrives at the state rate: under load the last one received may still be
+        # an interpolated step short of the final target, so wait for it too.
         return (np.linalg.norm(rig.pose[0] - (start + delta)) < 0.003
-                and np.abs(rig.hand() - expected_hand).max() < 0.03)
+                and np.abs(rig.hand() - expected_hand).max() < 0.03
+                and commanded_error() < 0.002)
 
     rig.spin(15.0, until=reached)
     error = np.linalg.norm(rig.pose[0] - (start + delta))
@@ -140,8 +149,7 @@ def test_chunk_moves_wrist_and_hand_and_commanded_topics_report_it(rig):
     assert np.abs(rig.hand() - expected_hand).max() < 0.03, rig.hand() - expected_hand
     assert list(rig.commanded_effector.name) == list(XHAND_JOINT_NAMES)
     assert np.allclose(rig.commanded_effector.position, expected_hand, atol=1e-6)
-    p = rig.commanded_pose.pose.position
-    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - (start + delta)) < 0.002
+    assert commanded_error() < 0.002
     assert rig.status.steps_executed >= 5
 
 

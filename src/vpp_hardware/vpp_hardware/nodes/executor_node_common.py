@@ -4,12 +4,13 @@
 (rejections logged with the reason and counted), serves ``~/hold`` and ``~/recover`` and fills
 ``vpp_msgs/ExecutorStatus``. The node class provides ``chunk_executor`` (a
 :class:`~vpp_hardware.executor.executor.ChunkExecutor`), ``exec_cfg`` (its config), ``cfg.frame_id``,
-``status_pub`` and the counters ``_chunks_received`` / ``_last_rejection``; connecting the robot,
-publishing its state and shutting it down stay in the robot's own node.
+``status_pub``, the counters ``_chunks_received`` / ``_last_rejection``, the stop event ``_stop`` and
+``_on_tick``; connecting the robot, publishing its state and shutting it down stay in the robot's own node.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
@@ -30,6 +31,19 @@ MODE_TO_STATE = {
 
 class ChunkExecutorNodeMixin:
     """Chunk input, hold/recover services and status of an executor node (mix into an rclpy Node)."""
+
+    def _control_loop(self) -> None:
+        """Body of the node's control thread: the executor's fixed-rate loop until ``_stop`` is set."""
+        try:
+            stats = self.chunk_executor.run(self._stop, on_tick=self._on_tick)
+            periods = stats.periods_s
+            if periods.size:
+                self.get_logger().info(
+                    f"control loop ended: {stats.ticks} ticks, {stats.overruns} overruns, period p50 "
+                    f"{np.percentile(periods, 50) * 1e3:.2f} ms p99 {np.percentile(periods, 99) * 1e3:.2f} ms")
+        except Exception as exc:  # noqa: BLE001 - a dead control loop must take the node down visibly
+            self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}; shutting the node down")
+            self.context.try_shutdown()
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         self._chunks_received += 1

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -153,17 +152,6 @@ class XHandExecutorNode(ChunkExecutorNodeMixin, Node):
                 time.sleep(min(1.0, 0.2 * attempt))
 
     # -------------------------------------------------------------- control thread
-    def _control_loop(self) -> None:
-        try:
-            stats = self.chunk_executor.run(self._stop, on_tick=self._on_tick)
-            if stats.periods_s.size:
-                self.get_logger().info(
-                    f"control loop ended: {stats.ticks} ticks, {stats.overruns} overruns, period p50 "
-                    f"{np.percentile(stats.periods_s, 50) * 1e3:.2f} ms p99 {np.percentile(stats.periods_s, 99) * 1e3:.2f} ms")
-        except Exception as exc:  # noqa: BLE001 - a dead control loop must take the node down visibly
-            self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}; shutting the node down")
-            self.context.try_shutdown()
-
     def _on_tick(self, result: TickResult) -> None:
         self.commanded.on_tick(result)
         if result.mode is not self._last_mode:
