@@ -5,7 +5,8 @@
 ``vpp_msgs/ExecutorStatus``. The node class provides ``chunk_executor`` (a
 :class:`~vpp_hardware.executor.executor.ChunkExecutor`), ``exec_cfg`` (its config), ``cfg.frame_id``,
 ``status_pub``, the counters ``_chunks_received`` / ``_last_rejection``, the stop event ``_stop`` and
-``_on_tick``; connecting the robot, publishing its state and shutting it down stay in the robot's own node.
+``_on_tick``, ``_loop`` (the control thread) and ``_disconnect_devices``; connecting the robot and
+publishing its state stay in the robot's own node.
 """
 
 from __future__ import annotations
@@ -100,3 +101,21 @@ class ChunkExecutorNodeMixin:
         msg.recoveries = c.recoveries
         msg.last_rejection_reason = self._last_rejection
         self.status_pub.publish(msg)
+
+    def _disconnect_devices(self) -> None:
+        """Release the robot's devices (arm, gripper or hand); each node names its own."""
+        raise NotImplementedError
+
+    def destroy_node(self) -> bool:
+        # Also called by rclpy's shutdown on a node whose __init__ failed half-way.
+        if not hasattr(self, "_stop"):
+            return super().destroy_node()
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=5)
+        try:
+            if hasattr(self, "chunk_executor"):
+                self.chunk_executor.stop()
+        finally:
+            self._disconnect_devices()
+        return super().destroy_node()

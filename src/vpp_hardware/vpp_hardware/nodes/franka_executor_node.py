@@ -172,22 +172,11 @@ class FrankaExecutorNode(ChunkExecutorNodeMixin, Node):
         joints.name, joints.position, joints.velocity = names, positions, velocities
         self.joint_pub.publish(joints)
 
-    def destroy_node(self) -> bool:
-        # Also called by rclpy's shutdown on a node whose __init__ failed half-way.
-        if not hasattr(self, "_stop"):
-            return super().destroy_node()
-        self._stop.set()
-        if self._loop is not None:
-            self._loop.join(timeout=5)
-        try:
-            if hasattr(self, "chunk_executor"):
-                self.chunk_executor.stop()
-        finally:
-            if getattr(self, "gripper", None) is not None:
-                self.gripper.disconnect()
-            if getattr(self, "arm", None) is not None:
-                self.arm.disconnect()
-        return super().destroy_node()
+    def _disconnect_devices(self) -> None:
+        if getattr(self, "gripper", None) is not None:
+            self.gripper.disconnect()
+        if getattr(self, "arm", None) is not None:
+            self.arm.disconnect()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -197,23 +197,13 @@ class XHandExecutorNode(ChunkExecutorNodeMixin, Node):
         joints.name, joints.position, joints.velocity = names, positions, velocities
         self.joint_pub.publish(joints)
 
-    def destroy_node(self) -> bool:
-        if not hasattr(self, "_stop"):
-            return super().destroy_node()
-        self._stop.set()
-        if self._loop is not None:
-            self._loop.join(timeout=5)
-        try:
-            if hasattr(self, "chunk_executor"):
-                self.chunk_executor.stop()
-        finally:
-            if getattr(self, "hand_effector", None) is not None:
-                self.hand_effector.close()
-            if getattr(self, "hand", None) is not None:
-                self.hand.disconnect()
-            if getattr(self, "arm", None) is not None:
-                self.arm.disconnect()
-        return super().destroy_node()
+    def _disconnect_devices(self) -> None:
+        if getattr(self, "hand_effector", None) is not None:
+            self.hand_effector.close()
+        if getattr(self, "hand", None) is not None:
+            self.hand.disconnect()
+        if getattr(self, "arm", None) is not None:
+            self.arm.disconnect()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
