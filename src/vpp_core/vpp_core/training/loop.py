@@ -344,6 +344,16 @@ class TrainLoop:
     def save_checkpoint(self) -> Path:
         return self.checkpoints.save(self.accelerator, self.step, {"stage": self.name})
 
+    def run_to_end(self) -> list[float]:
+        """Trackers, resume, train to ``max_steps``, and a checkpoint of the final step (once)."""
+        if self.accelerator.is_main_process and self.run.tensorboard:
+            self.accelerator.init_trackers(self.name)
+        self.maybe_resume()
+        losses = self.train()
+        if not (self.checkpoints.path(self.step) / "trainer_state.json").is_file():
+            self.save_checkpoint()
+        return losses
+
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 

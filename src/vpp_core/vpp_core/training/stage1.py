@@ -264,14 +264,7 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
             make_batches=make_batches,
             name="stage1",
         )
-        if accelerator.is_main_process and run.tensorboard:
-            accelerator.init_trackers("stage1")
-        loop.maybe_resume()
-        losses = loop.train()
-        if run.checkpoint_every > 0 or run.max_steps > 0:
-            final_state = loop.checkpoints.path(loop.step)
-            if not (final_state / "trainer_state.json").is_file():
-                loop.save_checkpoint()
+        losses = loop.run_to_end()
         tvp_dir = output_dir / "tvp"
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)

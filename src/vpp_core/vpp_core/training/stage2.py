@@ -336,12 +336,7 @@ def train_stage2(config: Stage2Config) -> TrainResult:
             make_batches=make_batches,
             name="stage2",
         )
-        if accelerator.is_main_process and run.tensorboard:
-            accelerator.init_trackers("stage2")
-        loop.maybe_resume()
-        losses = loop.train()
-        if not (loop.checkpoints.path(loop.step) / "trainer_state.json").is_file():
-            loop.save_checkpoint()
+        losses = loop.run_to_end()
         checkpoint_dir = output_dir / "checkpoint"
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
