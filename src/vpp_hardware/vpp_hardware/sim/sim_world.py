@@ -228,28 +228,41 @@ class SimWorld:
             self._resolve_addresses()
             self._apply_object_poses(self._sample_object_poses(self._rng))
             mujoco.mj_forward(self._model, self._data)
-            now_sim = float(self._data.time)
-            for name in self._camera_configs:
-                self._next_due_s[name] = now_sim
-                self._frame_counters[name] = 0
-            for slot in self._frame_slots.values():
-                slot.reopen()
-            self._stop_event.clear()
-            render_ready = threading.Event()
-            self._render_thread = threading.Thread(
-                target=self._render_loop, args=(render_ready,), name="sim-render", daemon=True
-            )
-            self._render_thread.start()
-            render_ready.wait()
-            if self._render_error is not None:
-                raise RuntimeError(
-                    f"offscreen rendering unavailable: {self._render_error}. Without a display "
-                    "set MUJOCO_GL=osmesa (needs the libosmesa6 package) or egl before mujoco "
-                    "is first imported."
-                )
+            now_sim = self._start_rendering()
         except BaseException:
             self._shutdown_server()
             raise
+        self._start_physics(now_sim)
+        logger.info("SimWorld running; libfranka server on %s", self.host)
+
+    def _start_rendering(self) -> float:
+        """Schedule every camera from the current simulated time and start the render thread.
+
+        Returns that simulated time. Raises RuntimeError when offscreen rendering is unavailable.
+        """
+        now_sim = float(self._data.time)
+        for name in self._camera_configs:
+            self._next_due_s[name] = now_sim
+            self._frame_counters[name] = 0
+        for slot in self._frame_slots.values():
+            slot.reopen()
+        self._stop_event.clear()
+        render_ready = threading.Event()
+        self._render_thread = threading.Thread(
+            target=self._render_loop, args=(render_ready,), name="sim-render", daemon=True
+        )
+        self._render_thread.start()
+        render_ready.wait()
+        if self._render_error is not None:
+            raise RuntimeError(
+                f"offscreen rendering unavailable: {self._render_error}. Without a display "
+                "set MUJOCO_GL=osmesa (needs the libosmesa6 package) or egl before mujoco "
+                "is first imported."
+            )
+        return now_sim
+
+    def _start_physics(self, now_sim: float) -> None:
+        """Start stepping the simulation from ``now_sim`` (the time rendering was scheduled from)."""
         self._running = True
         self._started_monotonic_s = time.monotonic()
         self._started_sim_time_s = now_sim
@@ -257,7 +270,6 @@ class SimWorld:
             target=self._physics_loop, name="sim-physics", daemon=True
         )
         self._physics_thread.start()
-        logger.info("SimWorld running; libfranka server on %s", self.host)
 
     def stop(self) -> None:
         """Stop physics and rendering, disconnect clients and release the ports."""

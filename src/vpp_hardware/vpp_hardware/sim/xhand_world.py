@@ -269,26 +269,7 @@ class XHandSimWorld(SimWorld):
         mujoco.mj_forward(self._model, self._data)  # body poses, for the base frame below
         self._apply_object_poses(self._sample_object_poses(self._rng))
         mujoco.mj_forward(self._model, self._data)
-        now_sim = float(self._data.time)
-        for name in self._camera_configs:
-            self._next_due_s[name] = now_sim
-            self._frame_counters[name] = 0
-        for slot in self._frame_slots.values():
-            slot.reopen()
-        self._stop_event.clear()
-        render_ready = threading.Event()
-        self._render_thread = threading.Thread(target=self._render_loop, args=(render_ready,),
-                                               name="sim-render", daemon=True)
-        self._render_thread.start()
-        render_ready.wait()
-        if self._render_error is not None:
-            raise RuntimeError(f"offscreen rendering unavailable: {self._render_error}. Without a display "
-                               "set MUJOCO_GL=osmesa (needs libosmesa6) or egl before mujoco is imported.")
-        self._running = True
-        self._started_monotonic_s = time.monotonic()
-        self._started_sim_time_s = now_sim
-        self._physics_thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
-        self._physics_thread.start()
+        self._start_physics(self._start_rendering())
         try:
             self.peer = XArmLoopbackPeer(_MujocoArmBackend(self), host=cfg.peer_host or None,
                                          report_rate_hz=cfg.report_rate_hz)
