@@ -5,19 +5,21 @@
 ``vpp_msgs/ExecutorStatus``. The node class provides ``chunk_executor`` (a
 :class:`~vpp_hardware.executor.executor.ChunkExecutor`), ``exec_cfg`` (its config), ``cfg.frame_id``,
 ``status_pub``, the counters ``_chunks_received`` / ``_last_rejection``, the stop event ``_stop`` and
-``_on_tick``, ``_loop`` (the control thread) and ``_disconnect_devices``; connecting the robot and
+``_on_tick``, ``_last_mode``, ``commanded``, ``pose_pub``, ``joint_pub``, ``_loop`` (the control thread) and ``_disconnect_devices``; connecting the robot and
 publishing its state stay in the robot's own node.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import JointState
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
-from vpp_core.action_space import pose_from_pos_quat
+from vpp_core.action_space import pose_from_pos_quat, pose_to_pos_quat
 from vpp_hardware.executor.chunk_schedule import TimedChunk
-from vpp_hardware.executor.executor import ExecutorMode
+from vpp_hardware.executor.executor import ExecutorMode, TickResult
 from vpp_ros.chunk_conversion import ChunkValidationError, msg_to_chunk
 
 __all__ = ["ChunkExecutorNodeMixin", "MODE_TO_STATE"]
@@ -45,6 +47,44 @@ class ChunkExecutorNodeMixin:
         except Exception as exc:  # noqa: BLE001 - a dead control loop must take the node down visibly
             self.get_logger().fatal(f"control loop crashed: {type(exc).__name__}: {exc}; shutting the node down")
             self.context.try_shutdown()
+
+    def _log_mode_change(self, result: TickResult) -> bool:
+        """Log the executor's mode when it changes (holding/fault as warnings); True if it changed."""
+        if result.mode is self._last_mode:
+            return False
+        self._last_mode = result.mode
+        # rclpy insists that one call site always logs at one severity.
+        if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT):
+            self.get_logger().warning(f"executor {result.mode.value}: {result.reason}")
+        else:
+            self.get_logger().info(f"executor {result.mode.value}: {result.reason}")
+        return True
+
+    def _publish_robot_state(self, arm_joint_names, effector_names=(), effector_positions=()) -> None:
+        """Publish the commanded topics, the latest tick's end-effector pose and the joint states.
+
+        The joint states hold the arm joints from the same tick, then the effector joints the node
+        read (fingers or hand; empty while it has no reading), with zero velocity.
+        """
+        self.commanded.publish()
+        state = self.chunk_executor.last_state
+        if state is None:
+            return
+        # The pose is the one read by the latest control tick (at most one period old).
+        position, quat = pose_to_pos_quat(state.ee_pose)
+        pose = PoseStamped()
+        pose.header.stamp = self.get_clock().now().to_msg()
+        pose.header.frame_id = self.cfg.frame_id
+        (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) = map(float, position)
+        (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
+         pose.pose.orientation.w) = map(float, quat)
+        self.pose_pub.publish(pose)
+        joints = JointState()
+        joints.header = pose.header
+        joints.name = list(arm_joint_names) + list(effector_names)
+        joints.position = [float(v) for v in state.joint_positions] + [float(v) for v in effector_positions]
+        joints.velocity = [float(v) for v in state.joint_velocities] + [0.0] * len(effector_names)
+        self.joint_pub.publish(joints)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         self._chunks_received += 1

@@ -27,12 +27,12 @@ from std_srvs.srv import Trigger
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
-from vpp_core.action_space import get_action_space, pose_to_pos_quat
+from vpp_core.action_space import get_action_space
 from vpp_hardware.arms.arm import ArmError
 from vpp_hardware.arms.franka.franky_arm import FrankyArm, FrankyArmConfig, FrankyGripper, FrankyGripperConfig
 from vpp_hardware.arms.gripper_worker import GripperWorker
 from vpp_hardware.executor.effector import BinaryGripperEffector
-from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, ExecutorMode, TickResult
+from vpp_hardware.executor.executor import ChunkExecutor, ChunkExecutorConfig, TickResult
 from vpp_hardware.nodes.executor_node_common import ChunkExecutorNodeMixin
 from vpp_hardware.nodes.commanded_publishing import CommandedPublisher, CommandRecorder
 from vpp_ros.node_main import run_node
@@ -131,46 +131,18 @@ class FrankaExecutorNode(ChunkExecutorNodeMixin, Node):
     # -------------------------------------------------------------- control thread
     def _on_tick(self, result: TickResult) -> None:
         self.commanded.on_tick(result)
-        if result.mode is not self._last_mode:
-            self._last_mode = result.mode
-            # rclpy insists that one call site always logs at one severity.
-            if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT):
-                self.get_logger().warning(f"executor {result.mode.value}: {result.reason}")
-            else:
-                self.get_logger().info(f"executor {result.mode.value}: {result.reason}")
+        self._log_mode_change(result)
 
     def _publish_state(self) -> None:
-        self.commanded.publish()
-        state = self.chunk_executor.last_state
-        if state is None:
-            return
-        # The pose is the one read by the latest control tick (at most one period old).
-        stamp = self.get_clock().now().to_msg()
-        position, quat = pose_to_pos_quat(state.ee_pose)
-        pose = PoseStamped()
-        pose.header.stamp = stamp
-        pose.header.frame_id = self.cfg.frame_id
-        (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) = map(float, position)
-        (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
-         pose.pose.orientation.w) = map(float, quat)
-        self.pose_pub.publish(pose)
-        joints = JointState()
-        joints.header = pose.header
-        names = list(self.cfg.joint_names)
-        positions = [float(v) for v in state.joint_positions]
-        velocities = [float(v) for v in state.joint_velocities]
+        fingers: tuple[str, ...] = ()
         half_width = None
         if self.gripper is not None:
             try:
                 half_width = self.gripper.width / 2.0
+                fingers = tuple(self.cfg.finger_joint_names)
             except ArmError:
                 pass  # no reading yet
-        if half_width is not None:
-            names += list(self.cfg.finger_joint_names)
-            positions += [half_width] * len(self.cfg.finger_joint_names)
-            velocities += [0.0] * len(self.cfg.finger_joint_names)
-        joints.name, joints.position, joints.velocity = names, positions, velocities
-        self.joint_pub.publish(joints)
+        self._publish_robot_state(self.cfg.joint_names, fingers, [half_width] * len(fingers))
 
     def _disconnect_devices(self) -> None:
         if getattr(self, "gripper", None) is not None:

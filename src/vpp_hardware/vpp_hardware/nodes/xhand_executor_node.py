@@ -32,10 +32,10 @@ from std_srvs.srv import Trigger
 from vpp_msgs.msg import ActionChunk
 from vpp_msgs.msg import ExecutorStatus as ExecutorStatusMsg
 
-from vpp_core.action_space import XHAND_JOINT_NAMES, get_action_space, pose_to_pos_quat
+from vpp_core.action_space import XHAND_JOINT_NAMES, get_action_space
 from vpp_hardware.arms.arm import ArmError
 from vpp_hardware.arms.xarm.xarm_arm import XArmArm, XArmConfig
-from vpp_hardware.executor.executor import ChunkExecutorConfig, ExecutorMode, TickResult
+from vpp_hardware.executor.executor import ChunkExecutorConfig, TickResult
 from vpp_hardware.hands.hand import HandError, XHandJointLimits
 from vpp_hardware.hands.xhand_executor import build_xhand_executor
 from vpp_hardware.hands.xhand_sdk import XHandSDKConfig, XHandSDKHand
@@ -154,48 +154,23 @@ class XHandExecutorNode(ChunkExecutorNodeMixin, Node):
     # -------------------------------------------------------------- control thread
     def _on_tick(self, result: TickResult) -> None:
         self.commanded.on_tick(result)
-        if result.mode is not self._last_mode:
-            self._last_mode = result.mode
-            if result.mode in (ExecutorMode.HOLDING, ExecutorMode.FAULT):
-                self.get_logger().warning(f"executor {result.mode.value}: {result.reason}")
-            else:
-                self.get_logger().info(f"executor {result.mode.value}: {result.reason}")
-        elif result.commanded and "clamped" in result.reason:
+        if not self._log_mode_change(result) and result.commanded and "clamped" in result.reason:
             now = time.monotonic()
             if now - self._last_limited_log >= self.cfg.clamp_log_period_s:
                 self._last_limited_log = now
                 self.get_logger().warning(f"step {result.step_index} of chunk {result.chunk_seq}: {result.reason}")
 
     def _publish_state(self) -> None:
-        self.commanded.publish()
-        state = self.chunk_executor.last_state
-        if state is None:
-            return
-        stamp = self.get_clock().now().to_msg()
-        position, quat = pose_to_pos_quat(state.ee_pose)
-        pose = PoseStamped()
-        pose.header.stamp = stamp
-        pose.header.frame_id = self.cfg.frame_id
-        (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) = map(float, position)
-        (pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z,
-         pose.pose.orientation.w) = map(float, quat)
-        self.pose_pub.publish(pose)
-        joints = JointState()
-        joints.header = pose.header
-        names = list(self.cfg.arm_joint_names)
-        positions = [float(v) for v in state.joint_positions]
-        velocities = [float(v) for v in state.joint_velocities]
+        hand = None
         if self.hand is not None:
             try:
                 hand = self.hand.read_positions()
             except HandError:
-                hand = None  # no reading yet: arm joints only
-            if hand is not None:
-                names += list(XHAND_JOINT_NAMES)
-                positions += [float(v) for v in hand]
-                velocities += [0.0] * len(XHAND_JOINT_NAMES)
-        joints.name, joints.position, joints.velocity = names, positions, velocities
-        self.joint_pub.publish(joints)
+                pass  # no reading yet: arm joints only
+        if hand is None:
+            self._publish_robot_state(self.cfg.arm_joint_names)
+        else:
+            self._publish_robot_state(self.cfg.arm_joint_names, XHAND_JOINT_NAMES, hand)
 
     def _disconnect_devices(self) -> None:
         if getattr(self, "hand_effector", None) is not None:
