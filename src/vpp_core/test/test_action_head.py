@@ -1,6 +1,7 @@
 """Diffusion action head: shapes, EDM preconditioning, loss, seeded sampling and a tiny overfit run."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -141,7 +142,10 @@ def test_loss_is_edm_weighted_mse_of_the_denoiser():
     loss = head.loss(actions, context, generator=torch.Generator().manual_seed(9))
     # Replay the same draws (sigmas first, then noise) and compute the textbook EDM loss.
     gen = torch.Generator().manual_seed(9)
-    sigma = sample_log_logistic_sigmas(4, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, generator=gen)
+    sigma = sample_log_logistic_sigmas(
+        4, loc=math.log(cfg.train_sigma_median), scale=cfg.train_sigma_log_scale,
+        sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, generator=gen,
+    )
     noise = randn(actions.shape, gen)
     denoised = head.denoise(actions + sigma.view(-1, 1, 1) * noise, sigma, context)
     weights = edm_loss_weight(sigma, cfg.sigma_data).view(-1, 1, 1)

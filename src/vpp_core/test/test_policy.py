@@ -143,10 +143,10 @@ def test_tiny_policy_overfits_a_few_demonstrations():
     and max |error| < 0.5 in normalised units (the demos differ from each other by up to 1.6).
 
     What takes long to learn here is using the context at high noise levels (at low noise the
-    noisy chunk alone identifies the demo, and the sampler starts at sigma 80 while training
-    sigmas centre on 0.5). In this tiny setup that is sensitive to the initialisation: with some
-    init seeds 1200 steps are not enough (the Video Former's output first collapses to
-    input-independent tokens). Everything is seeded, so the outcome is reproducible.
+    noisy chunk alone identifies the demo). Until session 3 this passed only for init seed 1:
+    the four instructions' CLIP embeddings were nearly identical (cosine ~0.98) and training
+    sigmas centred on 0.5. With the language standardised as stage 2 does and the wider training
+    sigma distribution, init seeds 0, 1, 2 and 3 all pass (checked once; the test runs seed 1).
     """
     torch.manual_seed(1)
     policy = VPPPolicy(micro_config())
@@ -155,6 +155,8 @@ def test_tiny_policy_overfits_a_few_demonstrations():
     with torch.no_grad():
         text = policy.encode_text(INSTRUCTIONS)
         features = policy.predictive_features(_images(policy, demos, seed=4), text)
+    # As stage 2 does: standardise the language by the training instructions.
+    policy.action_head.set_language_statistics(text.pooled)
     batch = {"features": features, "lang_emb": text.pooled, "actions": actions}
 
     # Evaluated on 8 fixed noise draws per demo, so the 10x criterion is not at the mercy of one draw.

@@ -17,6 +17,8 @@ Decisions on the reference implementation's quirks (made on purpose):
 - The proprio projection is trained. The reference leaves it frozen at its random init, which
   turns proprioception into a fixed random feature the encoder must undo.
 - Sampling noise comes from an optional ``torch.Generator``, so a plan is reproducible.
+- Training noise levels are spread wider than the reference's (see ``loss``), and the pooled
+  instruction embedding is standardised by the training instructions (``set_language_statistics``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,6 @@ from .edm import (
 from .video_former import FeedForward, MultiHeadAttention, config_from_dict
 
 __all__ = ["ActionHeadConfig", "DiffusionActionHead", "NoiseLevelEmbedding"]
-
-# Training sigmas: ln(sigma) ~ Logistic(ln 0.5, 0.5) (reference action-head settings).
-_TRAIN_SIGMA_LOC = math.log(0.5)
-_TRAIN_SIGMA_SCALE = 0.5
 
 
 @dataclass
@@ -68,6 +66,11 @@ class ActionHeadConfig:
     sigma_max: float = 80.0
     sampling_steps: int = 10
     dropout: float = 0.0
+    # Training noise levels: ln(sigma) ~ Logistic(ln(train_sigma_median), train_sigma_log_scale),
+    # truncated to [sigma_min, sigma_max]. The reference uses (0.5, 0.5); see ``loss`` for why the
+    # presets' default is wider.
+    train_sigma_median: float = 1.0
+    train_sigma_log_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -93,6 +96,10 @@ class ActionHeadConfig:
             raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {self.sigma_min}, {self.sigma_max}")
         if self.sigma_data <= 0:
             raise ValueError(f"ActionHeadConfig.sigma_data must be > 0, got {self.sigma_data}")
+        if not self.sigma_min <= self.train_sigma_median <= self.sigma_max:
+            raise ValueError(f"train_sigma_median must be in [sigma_min, sigma_max], got {self.train_sigma_median}")
+        if not self.train_sigma_log_scale > 0:
+            raise ValueError(f"train_sigma_log_scale must be > 0, got {self.train_sigma_log_scale}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ActionHeadConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -218,6 +225,16 @@ class DiffusionActionHead(nn.Module):
         )
         # Trained, unlike the reference's frozen random projection (see module docstring).
         self.proprio_proj = nn.Linear(config.proprio_dim, dim) if config.proprio_dim > 0 else None
+        # Language standardisation: (lang_emb - language_mean) / language_scale; identity until
+        # ``set_language_statistics`` (stage 2 sets it from the training set's instructions).
+        # Why: CLIP's pooled embeddings of a robot's instructions share most of their direction
+        # ("touch the red cube" vs "touch the blue cube": cosine 0.98 with the tiny stage-1 text
+        # tower). Fed raw, the language token is the same for every task to within ~1% after the
+        # small-init projection, and the policy learns to ignore it (measured: it then performs
+        # the same motion whatever the instruction). Removing the instructions' common component
+        # and scaling their spread to ~1 per element makes the difference the whole signal.
+        self.register_buffer("language_mean", torch.zeros(config.lang_dim))
+        self.register_buffer("language_scale", torch.ones(()))
         self.context_pos = nn.Parameter(torch.zeros(config.num_context_tokens, dim))
         self.encoder = nn.ModuleList(
             _EncoderBlock(dim, config.heads, config.dropout) for _ in range(config.encoder_depth)
@@ -254,6 +271,28 @@ class DiffusionActionHead(nn.Module):
     def _param_dtype(self) -> torch.dtype:
         return self.action_in.weight.dtype
 
+    @torch.no_grad()
+    def set_language_statistics(self, embeddings: Tensor, min_scale: float = 1e-6) -> None:
+        """Standardise language by the pooled embeddings [K, lang_dim] of the K distinct training instructions.
+
+        Mean over the instructions; one scale, the RMS of their deviations from it (one number
+        rather than per element: with a handful of instructions a per-element spread is noise).
+        A single instruction leaves the scale at 1: there is no spread to measure.
+        """
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.lang_dim or embeddings.shape[0] < 1:
+            raise ValueError(f"embeddings must be [K >= 1, {self.config.lang_dim}], got {tuple(embeddings.shape)}")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("language embeddings must be finite")
+        mean = embeddings.mean(dim=0)
+        spread = (embeddings - mean).square().mean().sqrt()
+        self.language_mean.copy_(mean)
+        self.language_scale.fill_(float(spread) if float(spread) > min_scale else 1.0)
+
+    def standardize_language(self, lang_emb: Tensor) -> Tensor:
+        """(lang_emb - language_mean) / language_scale, in float32."""
+        return (lang_emb.float() - self.language_mean) / self.language_scale
+
     # ------------------------------------------------------------------ encoder
     def encode(self, lang_emb: Tensor, vision_tokens: Tensor, proprio: Optional[Tensor] = None) -> Tensor:
         """Observation context [B, M, dim], M = 1 + N (+ 1 with proprio). Independent of sigma.
@@ -271,7 +310,8 @@ class DiffusionActionHead(nn.Module):
                 f"got {tuple(vision_tokens.shape)}"
             )
         dtype = self._param_dtype
-        parts = [self.lang_proj(lang_emb.to(dtype)).unsqueeze(1), vision_tokens.to(dtype)]
+        language = self.standardize_language(lang_emb).to(dtype)
+        parts = [self.lang_proj(language).unsqueeze(1), vision_tokens.to(dtype)]
         if self.proprio_proj is not None:
             if proprio is None:
                 raise ValueError(f"this head needs proprio [B, {cfg.proprio_dim}] (proprio_dim > 0)")
@@ -345,7 +385,16 @@ class DiffusionActionHead(nn.Module):
     def loss(self, actions: Tensor, context: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """EDM-weighted denoising MSE for normalised ``actions`` [B, H, A] and ``context`` [B, M, dim].
 
-        One sigma per sample from the truncated log-logistic. Computed as the unit-weighted MSE of
+        One sigma per sample from the truncated log-logistic of ``train_sigma_median`` /
+        ``train_sigma_log_scale``. Why wider than the reference's Logistic(ln 0.5, 0.5): an action
+        chunk is smooth, so at sigma <~ 1 the noisy chunk itself (averaged over its H steps)
+        already gives the denoiser most of the answer and the observation barely lowers the loss.
+        With the reference's distribution only ~10% of the training sigmas are above 1.5. Median
+        1, log-scale 1 puts ~40% above 1.5 and still ~10% below 0.1 for the fine detail. Measured:
+        with it (and the language standardisation) the micro overfit test of test_policy.py passes
+        for every init seed tried instead of one in four; on the simulation proof's data its gain
+        after 300 steps was small (denoiser error at sigma 6.5 with the right vs a shuffled
+        observation 0.249 vs 0.254, reference distribution 0.271 vs 0.274). Computed as the unit-weighted MSE of
         the raw network output against its EDM target, which equals
         ``mean(lambda(sigma) * (D(x + sigma n) - x)^2)`` with lambda = 1/c_out^2 but avoids scaling
         tiny differences by ~1e6 at the smallest sigmas.
@@ -359,8 +408,8 @@ class DiffusionActionHead(nn.Module):
         clean = actions.to(target_dtype)
         sigma = sample_log_logistic_sigmas(
             batch,
-            loc=_TRAIN_SIGMA_LOC,
-            scale=_TRAIN_SIGMA_SCALE,
+            loc=math.log(cfg.train_sigma_median),
+            scale=cfg.train_sigma_log_scale,
             sigma_min=cfg.sigma_min,
             sigma_max=cfg.sigma_max,
             generator=generator,

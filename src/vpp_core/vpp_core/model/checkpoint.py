@@ -171,7 +171,12 @@ def read_checkpoint_config(directory: PathLike) -> tuple[VPPPolicyConfig, dict[s
     return config, dict(data.get("metadata", {}))
 
 
-_OPTIONAL_TENSORS = ("video_former.feature_mean", "video_former.feature_std")
+_OPTIONAL_TENSORS = (
+    "video_former.feature_mean",
+    "video_former.feature_std",
+    "action_head.language_mean",
+    "action_head.language_scale",
+)
 
 
 def _compare_tensors(expected: Mapping[str, torch.Tensor], path: Path, extra: Optional[Mapping[str, torch.Tensor]] = None) -> None:
@@ -212,7 +217,7 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
     policy = VPPPolicy(config, tvp=TextGuidedVideoPredictor(config.tvp, tokenizer=tokenizer))
     expected = policy.state_dict()
     state = load_file(str(root / WEIGHTS_FILE), device="cpu")
-    # Checkpoints written before the Video Former's feature standardisation existed lack its
+    # Checkpoints written before the feature / language standardisations existed lack their
     # statistics: they keep the identity defaults (exactly the old behaviour).
     for name in _OPTIONAL_TENSORS:
         if name not in state and name in expected:

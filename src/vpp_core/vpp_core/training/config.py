@@ -196,6 +196,9 @@ class Stage2Config:
     # estimated from at most this many frames spread evenly over the training set.
     normalize_features: bool = True
     feature_stats_frames: int = 2048
+    # Standardise the pooled instruction embeddings by the training instructions' mean and spread
+    # (stored in the action head; see DiffusionActionHead.set_language_statistics for why).
+    normalize_language: bool = True
 
 
 __all__.append("FeatureCacheConfig")

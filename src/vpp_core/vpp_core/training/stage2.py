@@ -289,6 +289,16 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                     min(len(observations), config.feature_stats_frames), mean.abs().median().item(), std.median().item(),
                 )
 
+        if config.normalize_language:
+            instructions = sorted({dataset.episodes[i].instruction for i in observations.index.episodes})
+            _, pooled = texts(instructions)
+            policy.action_head.set_language_statistics(pooled)
+            if accelerator.is_main_process:
+                LOG.info(
+                    "stage 2: language standardisation from %d distinct instructions (spread %.3g)",
+                    len(instructions), policy.action_head.language_scale.item(),
+                )
+
         module = Stage2Module(policy.video_former, policy.action_head)
         optimizer = build_optimizer(module.named_parameters(), config.optim)
         scheduler = build_scheduler(optimizer, config.optim, run.max_steps)
