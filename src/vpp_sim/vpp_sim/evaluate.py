@@ -109,10 +109,19 @@ def _evaluate_episode(client: SimClient, task, index: int, proof, rng, out: path
     client.say("")  # policy idle while the scene is prepared
     client.spin_for(0.2)
     home = jittered_home(proof, rng)
-    client.home(home, cfg, proof.home_tolerance_m, proof.home_timeout_s)
+    given = swapped_instruction(task.name, index) if args.swap_instructions else task.instruction
+    if not client.home(home, cfg, proof.home_tolerance_m, proof.home_timeout_s):
+        # A previous episode can leave the arm in a pose the Cartesian home move cannot undo
+        # (seen once: folded back over its base). Starting from there would score the policy on
+        # a scene it never saw: not counted, reported as aborted.
+        away = float(np.linalg.norm(client.ee[1] - home)) if client.ee is not None else float("nan")
+        reason = f"arm not back home within {proof.home_timeout_s:.0f} s ({away * 100:.0f} cm away)"
+        print(f"[evaluate] {task.name} #{index}: aborted: {reason}", flush=True)
+        return {"episode": index, "status": "aborted", "reason": reason, "given_instruction": given,
+                "duration_s": 0.0, "time_to_success_s": None, "chunks": 0, "min_target_distance_m": None,
+                "layout": {}, "video": None, "_planning_latencies": []}
     layout, _resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
     client.spin_for(0.3)
-    given = swapped_instruction(task.name, index) if args.swap_instructions else task.instruction
     monitor = TaskMonitor(task)
     client.take_frames()
     first_chunk = len(client.policy_chunks)
@@ -163,7 +172,7 @@ def markdown(results: dict) -> str:
         rate = entry.get("success_rate")
         lines.append(f"| {name} | {entry['instruction']} | {entry['successes']}/{entry['episodes_run']}"
                      f" ({(rate or 0) * 100:.0f}%)"
-                     + (f", {entry['aborted']} aborted (executor fault)" if entry.get("aborted") else "") + " | "
+                     + (f", {entry['aborted']} aborted (not counted; reasons in results.json)" if entry.get("aborted") else "") + " | "
                      + (f"{lat['p50_ms']:.0f} / {lat['p90_ms']:.0f} ms" if lat else "n/a") + " |")
     lat = results.get("planning_latency") or {}
     mean = results.get("mean_success_rate")

@@ -1,6 +1,6 @@
 """The whole simulation proof in one command: record -> dataset -> stage 1 -> stage 2 -> evaluate.
 
-    python -m vpp_sim.proof [--output outputs/sim_proof] [--episodes-per-task 12] [--eval-episodes 10]
+    python -m vpp_sim.proof [--output outputs/sim_proof] [--episodes-per-task 40] [--eval-episodes 10]
     make sim-proof
 
 Steps (each a subprocess running the project's own command, each skipped when its output
@@ -165,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="outputs/sim_proof")
     parser.add_argument("--tasks", default="all")
-    parser.add_argument("--episodes-per-task", type=int, default=14)
+    parser.add_argument("--episodes-per-task", type=int, default=40)
     parser.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task")
     parser.add_argument("--eval-tasks", default="", help="tasks evaluated (default: --tasks)")
     parser.add_argument("--eval-time-limit", type=float, default=0.0, help="override the tasks' time limit [s]")
