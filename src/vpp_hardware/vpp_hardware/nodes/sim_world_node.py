@@ -47,11 +47,33 @@ class SimWorldNodeConfig:
 
 
 class SimWorldServices:
-    """Object poses, ``~/reset`` and shutdown shared by every simulated-world node.
+    """Cameras, object poses, ``~/reset`` and shutdown shared by every simulated-world node.
 
-    The node provides ``world`` (a :class:`SimWorld`), ``cfg`` (``base_frame_id``, ``seed``),
-    ``object_pub``, ``frame_publishers`` and the ``_resets`` counter.
+    The node provides ``world`` (a :class:`SimWorld`) and ``cfg`` (camera topic prefixes and
+    frame ids, ``object_pose_topic``, ``object_pose_rate_hz``, ``base_frame_id``, ``seed``), then
+    calls ``_start_cameras`` and ``_start_object_services`` once its world runs.
     """
+
+    def _start_cameras(self, static_camera, wrist_camera) -> None:
+        """Publish the world's static and wrist views (camera configs by name) on the cfg's topics."""
+        cfg = self.cfg
+        self.frame_publishers: list[FramePublisher] = []
+        for config, prefix, frame_id in ((static_camera, cfg.static_topic_prefix, cfg.static_frame_id),
+                                         (wrist_camera, cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
+            # The same Camera interface as the RealSense driver, so both publish identically.
+            camera = MujocoCamera(self.world, config.name)
+            camera.connect()
+            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
+                                 camera_info_msg(camera.intrinsics(), frame_id))
+            pub.start()
+            self.frame_publishers.append(pub)
+
+    def _start_object_services(self) -> None:
+        """Ground-truth object poses at ``object_pose_rate_hz`` and the ``~/reset`` service."""
+        self._resets = 0
+        self.object_pub = self.create_publisher(PoseArray, self.cfg.object_pose_topic, SENSOR_QOS)
+        self.create_timer(1.0 / self.cfg.object_pose_rate_hz, self._publish_objects)
+        self.create_service(Trigger, "~/reset", self._on_reset)
 
     def _publish_objects(self) -> None:
         msg = PoseArray()
@@ -89,25 +111,13 @@ class SimWorldNode(SimWorldServices, Node):
         cfg = self.cfg
         size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
         cameras = (default_static_camera(**size), default_wrist_camera(**size))
-        self.frame_publishers: list[FramePublisher] = []
         self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
         self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
         self.world.start()
         self.world.reset(seed=cfg.seed)
-        for config, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
-                                         (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
-            # The same Camera interface as the RealSense driver, so both publish identically.
-            camera = MujocoCamera(self.world, config.name)
-            camera.connect()
-            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
-                                 camera_info_msg(camera.intrinsics(), frame_id))
-            pub.start()
-            self.frame_publishers.append(pub)
-        self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
-        self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self._resets = 0
+        self._start_cameras(*cameras)
+        self._start_object_services()
         self.get_logger().info(f"simulated world ready: robot at {self.world.host}, objects "
                                f"{list(self.world.object_names)}")
 

@@ -18,16 +18,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from geometry_msgs.msg import PoseArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_srvs.srv import Trigger
 
 from vpp_core.action_space import XHAND_JOINT_NAMES
-from vpp_hardware.cameras.mujoco.camera_mujoco import MujocoCamera
 from vpp_hardware.hands.hand import HandError
 from vpp_hardware.hands.mujoco_hand import MujocoXHand
-from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
 from vpp_hardware.nodes.sim_world_node import SimWorldServices
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
 from vpp_hardware.sim.xhand_world import XHandSimConfig, XHandSimWorld, default_xhand_cameras
@@ -66,7 +62,6 @@ class XHandSimWorldNode(SimWorldServices, Node):
         self.cfg: XHandSimWorldNodeConfig = declare_dataclass_parameters(self, XHandSimWorldNodeConfig)
         cfg = self.cfg
         cameras = default_xhand_cameras(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
-        self.frame_publishers: list[FramePublisher] = []
         self.world = XHandSimWorld(XHandSimConfig(
             world=SimWorldConfig(realtime=cfg.realtime, seed=cfg.seed, cameras=cameras),
             arm_initial_joints=tuple(cfg.arm_initial_joints), arm_max_joint_speed_radps=cfg.arm_max_joint_speed_radps,
@@ -77,22 +72,12 @@ class XHandSimWorldNode(SimWorldServices, Node):
         self.world.reset(seed=cfg.seed)
         self.hand = MujocoXHand(self.world)
         self.hand.connect()
-        for config, prefix, frame_id in ((cameras[0], cfg.static_topic_prefix, cfg.static_frame_id),
-                                         (cameras[1], cfg.wrist_topic_prefix, cfg.wrist_frame_id)):
-            camera = MujocoCamera(self.world, config.name)
-            camera.connect()
-            pub = FramePublisher(self, camera.frame_slot, prefix, frame_id,
-                                 camera_info_msg(camera.intrinsics(), frame_id))
-            pub.start()
-            self.frame_publishers.append(pub)
+        self._start_cameras(*cameras)
         self._index = {name: i for i, name in enumerate(XHAND_JOINT_NAMES)}
         self.create_subscription(JointState, cfg.hand_command_topic, self._on_hand_command, SENSOR_QOS)
         self.hand_pub = self.create_publisher(JointState, cfg.hand_state_topic, SENSOR_QOS)
         self.create_timer(1.0 / cfg.hand_state_rate_hz, self._publish_hand)
-        self.object_pub = self.create_publisher(PoseArray, cfg.object_pose_topic, SENSOR_QOS)
-        self.create_timer(1.0 / cfg.object_pose_rate_hz, self._publish_objects)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self._resets = 0
+        self._start_object_services()
         self._bad_commands = 0
         where = "Unix sockets /tmp/xarmcontroller_uds_*" if self.world.uses_unix_sockets else f"TCP {self.world.host}"
         self.get_logger().info(f"simulated world ready: xArm controller on {where}; hand on {cfg.hand_command_topic}; "
