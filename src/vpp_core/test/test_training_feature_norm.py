@@ -206,7 +206,7 @@ def test_feature_cache_keeps_a_small_variation_on_a_large_shared_pattern(tmp_pat
     cache = FeatureCache(tmp_path, "key", {"test": True})
     cache.write(0, features[:4], 10, "float16")
     cache.write(4, features[4:], 10, "float16")
-    cache.finish(10, "float16")
+    cache.finish()
     assert cache.complete
     reopened = FeatureCache(tmp_path, "key", {"test": True})
     reopened.open()

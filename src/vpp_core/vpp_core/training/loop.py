@@ -331,6 +331,69 @@ class TrainLoop:
         self.step = 0
         self.history: list[float] = []
 
+    @classmethod
+    def for_module(
+        cls,
+        *,
+        accelerator: Any,
+        module: nn.Module,
+        dataset: Any,
+        run: RunConfig,
+        optim: OptimConfig,
+        ema_config: EMAConfig,
+        num_workers: int,
+        output_dir: Path,
+        loss_fn: Callable[[nn.Module, Any, torch.Generator], Tensor],
+        name: str,
+    ) -> "TrainLoop":
+        """What a training stage needs around ``module``: AdamW + schedule prepared by the
+        accelerator, EMA when enabled (both registered for checkpointing), and step-seeded
+        batches of ``dataset`` (items keyed as ``StepBatchSampler`` yields them, ``collate``d).
+        """
+        optimizer = build_optimizer(module.named_parameters(), optim)
+        scheduler = build_scheduler(optimizer, optim, run.max_steps)
+        model, optimizer = accelerator.prepare(module, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
+        ema = None
+        if ema_config.enabled:
+            ema = ExponentialMovingAverage(module, ema_config).to(accelerator.device)
+            accelerator.register_for_checkpointing(ema)
+
+        def make_batches(start_batch: int) -> Iterator[Any]:
+            sampler = StepBatchSampler(
+                len(dataset), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes, start_batch
+            )
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                num_workers=num_workers,
+                collate_fn=collate,
+                persistent_workers=num_workers > 0,
+            )
+            return iter(loader)
+
+        return cls(
+            accelerator=accelerator,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ema=ema,
+            run=run,
+            optim=optim,
+            ema_config=ema_config,
+            output_dir=output_dir,
+            loss_fn=loss_fn,
+            make_batches=make_batches,
+            name=name,
+        )
+
+    def trained_module(self) -> nn.Module:
+        """The unwrapped module, holding the EMA weights when EMA is on (once training has ended)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self.ema is not None:
+            self.ema.copy_to(unwrapped)
+        return unwrapped
+
     def maybe_resume(self) -> Optional[Path]:
         path = self.checkpoints.resolve_resume(self.run.resume)
         if path is None:

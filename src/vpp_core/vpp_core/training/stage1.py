@@ -34,12 +34,7 @@ from .config import InitConfig, Stage1Config, load_config, save_config
 from .datasets import ClipDataset
 from .loop import (
     TrainResult,
-    ExponentialMovingAverage,
-    StepBatchSampler,
     TrainLoop,
-    build_optimizer,
-    build_scheduler,
-    collate,
     configure_logging,
     make_accelerator,
 )
@@ -204,16 +199,9 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
         )
         if config.gradient_checkpointing:
             tvp.unet.enable_gradient_checkpointing()
-        module = Stage1Module(tvp)
-        optimizer = build_optimizer(module.named_parameters(), config.optim)
-        scheduler = build_scheduler(optimizer, config.optim, run.max_steps)
-        model, optimizer = accelerator.prepare(module, optimizer)
-        accelerator.register_for_checkpointing(scheduler)
         device = accelerator.device
-        ema = None
-        if config.ema.enabled:
-            ema = ExponentialMovingAverage(module, config.ema).to(device)
-            accelerator.register_for_checkpointing(ema)
+        # On the training device before the latent table encodes every frame with the VAE.
+        tvp.to(device)
 
         latents = LatentTable(clips, tvp, device) if use_cache else None
         if latents is not None and accelerator.is_main_process:
@@ -221,19 +209,6 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
         texts = TextCache(tvp)
         scaling = float(tvp.vae.config.scaling_factor)
         latent_shape = (tvp_cfg.latent_channels, tvp_cfg.latent_size, tvp_cfg.latent_size)
-
-        def make_batches(start_batch: int) -> Any:
-            sampler = StepBatchSampler(
-                len(clips), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes, start_batch
-            )
-            loader = torch.utils.data.DataLoader(
-                clips,
-                batch_sampler=sampler,
-                num_workers=config.data.num_workers,
-                collate_fn=collate,
-                persistent_workers=config.data.num_workers > 0,
-            )
-            return iter(loader)
 
         def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
             with torch.no_grad():
@@ -250,31 +225,27 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
                 text_hidden, _ = texts(batch["instruction"])
             return video_loss(model, tvp, raw * scaling, condition, text_hidden, generator, config)
 
-        loop = TrainLoop(
+        loop = TrainLoop.for_module(
             accelerator=accelerator,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            ema=ema,
+            module=Stage1Module(tvp),
+            dataset=clips,
             run=run,
             optim=config.optim,
             ema_config=config.ema,
+            num_workers=config.data.num_workers,
             output_dir=output_dir,
             loss_fn=loss_fn,
-            make_batches=make_batches,
             name="stage1",
         )
         losses = loop.run_to_end()
         tvp_dir = output_dir / "tvp"
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            if ema is not None:
-                ema.copy_to(unwrapped)
+            unwrapped = loop.trained_module()
             metadata = {
                 "stage": 1,
                 "steps": loop.step,
                 "dataset": str(Path(config.data.root).resolve()),
-                "ema": bool(ema is not None),
+                "ema": loop.ema is not None,
                 "init": config.init.tvp_dir or f"random {config.init.preset}",
                 "train_fps_id": config.loss.fps_id,
                 "frame_stride": config.data.frame_stride,

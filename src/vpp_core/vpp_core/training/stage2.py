@@ -38,11 +38,7 @@ from .config import Stage2Config, load_config, save_config
 from .datasets import ObservationDataset
 from .loop import (
     TrainResult,
-    ExponentialMovingAverage,
-    StepBatchSampler,
     TrainLoop,
-    build_optimizer,
-    build_scheduler,
     collate,
     configure_logging,
     make_accelerator,
@@ -123,9 +119,8 @@ class FeatureCache:
         self.key = key
         self.key_parts = key_parts
         self.array: Optional[np.ndarray] = None
-        self.reference: Optional[Tensor] = None
+        self.reference: Optional[Tensor] = None  # float32 [V, T, C, h, w], on the last lookup's device
         self._writer: Optional[np.ndarray] = None
-        self._reference: Optional[np.ndarray] = None
 
     @property
     def complete(self) -> bool:
@@ -147,32 +142,34 @@ class FeatureCache:
             self.write(start, features.float().cpu().numpy(), count, dtype)
             if start // batch_size % 20 == 0:
                 LOG.info("feature cache: %d / %d frames", start + len(items), count)
-        self.finish(count, dtype)
+        self.finish()
 
     def write(self, start: int, values: np.ndarray, count: int, dtype: str) -> None:
         """Store float32 features [n, V, T, C, h, w] of frames start..start+n (of ``count``)."""
         if self._writer is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._reference = values.mean(axis=0).astype(np.float32)
-            np.save(self.root / "reference.npy", self._reference)
+            self.reference = torch.from_numpy(values.mean(axis=0).astype(np.float32))
+            np.save(self.root / "reference.npy", self.reference.numpy())
             self._writer = np.lib.format.open_memmap(
                 self.root / "features.npy", mode="w+", dtype=dtype, shape=(count, *values.shape[1:])
             )
-        self._writer[start : start + len(values)] = (values - self._reference).astype(dtype)
+        self._writer[start : start + len(values)] = (values - self.reference.numpy()).astype(self._writer.dtype)
 
-    def finish(self, count: int, dtype: str) -> None:
+    def finish(self) -> None:
         """Flush and mark the cache complete (``meta.json``)."""
         assert self._writer is not None, "nothing was written"
         self._writer.flush()
+        meta = {"key": self.key, "parts": self.key_parts, "frames": len(self._writer), "dtype": str(self._writer.dtype)}
         self._writer = None
-        meta = {"key": self.key, "parts": self.key_parts, "frames": count, "dtype": dtype}
         (self.root / "meta.json").write_text(json.dumps(meta, indent=2))
 
     def lookup(self, flat: Sequence[int], device: torch.device) -> Tensor:
         assert self.array is not None and self.reference is not None
         indices = np.asarray([int(i) for i in flat])
-        residuals = torch.from_numpy(np.ascontiguousarray(self.array[indices])).to(dtype=torch.float32)
-        return (residuals + self.reference).to(device=device)
+        # The residuals travel in their stored dtype; the reference moves to the device once.
+        residuals = torch.from_numpy(np.ascontiguousarray(self.array[indices])).to(device=device)
+        self.reference = self.reference.to(device)
+        return residuals.float() + self.reference
 
 
 @torch.no_grad()
@@ -322,29 +319,6 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                     len(instructions), policy.action_head.language_scale.item(),
                 )
 
-        module = Stage2Module(policy.video_former, policy.action_head)
-        optimizer = build_optimizer(module.named_parameters(), config.optim)
-        scheduler = build_scheduler(optimizer, config.optim, run.max_steps)
-        model, optimizer = accelerator.prepare(module, optimizer)
-        accelerator.register_for_checkpointing(scheduler)
-        ema = None
-        if config.ema.enabled:
-            ema = ExponentialMovingAverage(module, config.ema).to(device)
-            accelerator.register_for_checkpointing(ema)
-
-        def make_batches(start_batch: int) -> Any:
-            sampler = StepBatchSampler(
-                len(observations), run.batch_size, run.seed, accelerator.process_index, accelerator.num_processes, start_batch
-            )
-            loader = torch.utils.data.DataLoader(
-                observations,
-                batch_sampler=sampler,
-                num_workers=config.data.num_workers,
-                collate_fn=collate,
-                persistent_workers=config.data.num_workers > 0,
-            )
-            return iter(loader)
-
         def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
             with torch.no_grad():
                 hidden, pooled = texts(batch["instruction"])
@@ -355,26 +329,22 @@ def train_stage2(config: Stage2Config) -> TrainResult:
             proprio = batch["proprio"].to(device) if use_proprio else None
             return model(features, pooled.to(device), batch["actions"].to(device), proprio, generator)
 
-        loop = TrainLoop(
+        loop = TrainLoop.for_module(
             accelerator=accelerator,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            ema=ema,
+            module=Stage2Module(policy.video_former, policy.action_head),
+            dataset=observations,
             run=run,
             optim=config.optim,
             ema_config=config.ema,
+            num_workers=config.data.num_workers,
             output_dir=output_dir,
             loss_fn=loss_fn,
-            make_batches=make_batches,
             name="stage2",
         )
         losses = loop.run_to_end()
         checkpoint_dir = output_dir / "checkpoint"
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            if ema is not None:
-                ema.copy_to(unwrapped)
+            loop.trained_module()  # the EMA weights into the policy's Video Former and head
             metadata = {
                 "stage": 2,
                 "preset": config.init.preset,
@@ -384,7 +354,7 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                 "action_space": info.action_space,
                 "fps": info.fps,
                 "tvp_dir": config.init.tvp_dir,
-                "ema": bool(ema is not None),
+                "ema": loop.ema is not None,
             }
             policy.to("cpu")
             save_checkpoint(policy, checkpoint_dir, normalizers, metadata)
