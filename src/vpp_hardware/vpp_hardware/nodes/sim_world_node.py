@@ -10,6 +10,7 @@ Services: ``~/reset`` (std_srvs/Trigger) puts the objects at new random position
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -44,6 +45,23 @@ class SimWorldNodeConfig:
                                    metadata={"help": "ground-truth object poses (PoseArray, base frame)"})
     base_frame_id: str = field(default="fr3_link0", metadata={"help": "robot base frame"})
     object_pose_rate_hz: float = field(default=10.0, metadata={"help": "rate of the ground-truth poses"})
+    static_camera_position_m: list[float] = field(
+        default_factory=list, metadata={"help": "static camera position, world frame [m]; [] keeps the default view"})
+    static_camera_look_at_m: list[float] = field(
+        default_factory=list, metadata={"help": "point the static camera looks at, world frame [m]; [] keeps the default"})
+    static_camera_fovy_deg: float = field(
+        default=math.nan, metadata={"help": "static camera vertical field of view [deg]; NaN keeps the default"})
+
+    def static_camera_overrides(self) -> dict[str, object]:
+        overrides: dict[str, object] = {}
+        for key, value in (("position", self.static_camera_position_m), ("look_at", self.static_camera_look_at_m)):
+            if value:
+                if len(value) != 3:
+                    raise ValueError(f"static_camera_{key}_m must have 3 values [m], got {list(value)}")
+                overrides[key] = tuple(float(v) for v in value)
+        if not math.isnan(self.static_camera_fovy_deg):
+            overrides["fovy_deg"] = float(self.static_camera_fovy_deg)
+        return overrides
 
 
 class SimWorldServices:
@@ -110,7 +128,7 @@ class SimWorldNode(SimWorldServices, Node):
         self.cfg: SimWorldNodeConfig = declare_dataclass_parameters(self, SimWorldNodeConfig)
         cfg = self.cfg
         size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
-        cameras = (default_static_camera(**size), default_wrist_camera(**size))
+        cameras = (default_static_camera(**size, **cfg.static_camera_overrides()), default_wrist_camera(**size))
         self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
         self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
