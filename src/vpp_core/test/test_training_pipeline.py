@@ -17,8 +17,17 @@ from vpp_core.data.synthetic import write_synthetic_bag
 from vpp_core.model.engine import PolicyEngine
 from vpp_core.training.config import Stage1Config, Stage2Config, load_config
 from vpp_core.training.datasets import ClipDataset, ObservationDataset
-from vpp_core.training.stage1 import Stage1Module, build_initial_tvp, train_stage1, vae_latents, video_loss
+from vpp_core.training.stage1 import (
+    LatentTable,
+    Stage1Module,
+    build_initial_tvp,
+    latent_std,
+    train_stage1,
+    vae_latents,
+    video_loss,
+)
 from vpp_core.training.stage2 import build_stage2_policy, train_stage2
+from vpp_core.training.tvp_io import load_tvp
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[3]
@@ -100,10 +109,69 @@ def test_stage1_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):
     assert all(p.grad is None for p in tvp.vae.parameters()) and all(p.grad is None for p in tvp.text_encoder.parameters())
 
 
+class _RecordingDenoiser(torch.nn.Module):
+    """Passes through to Stage1Module and keeps the noise levels and time ids it was called with."""
+
+    def __init__(self, module: Stage1Module) -> None:
+        super().__init__()
+        self.module = module
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, noisy, sigma, condition, text_hidden, time_ids):
+        self.calls.append((sigma.detach().clone(), time_ids.detach().clone()))
+        return self.module(noisy, sigma, condition, text_hidden, time_ids)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_stage1_feature_sigma_fraction_trains_where_features_are_read(dataset_root, tmp_path, fraction):
+    # A UNet trained from scratch must also learn at the one-step feature forward's noise level and
+    # time ids, or stage 2 reads features from a regime it was never trained in.
+    config = _stage1_config(dataset_root, tmp_path, f"loss.feature_sigma_fraction={fraction}")
+    tvp = build_initial_tvp(config)
+    batch = 64
+    latents = torch.randn(batch, 4, 4, 8, 8) * 0.2
+    condition = torch.randn(batch, 4, 8, 8) * 0.2
+    text = tvp.encode_text(["push the blue cube"]).hidden_states.expand(batch, -1, -1)
+    recorder = _RecordingDenoiser(Stage1Module(tvp))
+    with torch.no_grad():
+        loss = video_loss(recorder, tvp, latents, condition, text, torch.Generator().manual_seed(0), config)
+    assert torch.isfinite(loss)
+    (sigma, time_ids), = recorder.calls
+    at_feature_sigma = sigma == tvp.config.feature_sigma
+    fps = time_ids[:, 0]
+    assert torch.all(fps[at_feature_sigma] == tvp.config.fps_id)
+    assert torch.all(fps[~at_feature_sigma] == config.loss.fps_id) and tvp.config.fps_id != config.loss.fps_id
+    assert torch.all(sigma[~at_feature_sigma] < 0.5 * tvp.config.feature_sigma)
+    share = at_feature_sigma.float().mean().item()
+    if fraction in (0.0, 1.0):
+        assert share == fraction
+    else:
+        assert 0.3 < share < 0.7, share
+
+
+def test_latent_std_is_the_same_from_the_latent_table_and_from_the_images(dataset_root, tmp_path):
+    config = _stage1_config(dataset_root, tmp_path)
+    tvp = build_initial_tvp(config)
+    clips = ClipDataset(VPPDataset(dataset_root), tvp.config.image_size, 4, ["static", "wrist"], frame_stride=2)
+    from_table = latent_std(LatentTable(clips, tvp, torch.device("cpu")), clips, tvp)
+    from_images = latent_std(None, clips, tvp, max_frames=len(clips) * 4)
+    assert 0.0 < from_table < 1.0  # a random VAE: far from SD's latent spread
+    assert from_images == pytest.approx(from_table, rel=0.1)
+
+
 def test_stage1_then_stage2_then_engine_plans_in_robot_units(dataset_root, tmp_path):
     stage1 = train_stage1(_stage1_config(dataset_root, tmp_path / "s1"))
     assert stage1.step == 6 and all(np.isfinite(stage1.losses))
     assert (stage1.output / "tvp_config.json").is_file() and (stage1.output / "unet" / "config.json").is_file()
+    # The preset's random VAE was calibrated: its scaled latents have unit spread on these frames,
+    # conditioning latents are scaled too, and both survive saving and loading.
+    trained = load_tvp(stage1.output)
+    assert trained.config.scale_condition_latents and trained.vae.config.scaling_factor != 0.18215
+    clips = ClipDataset(VPPDataset(dataset_root), trained.config.image_size, 2, ["static", "wrist"], frame_stride=1)
+    pixels = torch.stack([clips[i]["condition"] for i in range(0, len(clips), 5)])
+    with torch.no_grad():
+        condition = trained.encode_images(pixels)
+    assert 0.8 < float(condition.std()) < 1.25, float(condition.std())
 
     config = _stage2_config(dataset_root, tmp_path / "s2", stage1.output)
     stage2 = train_stage2(config)

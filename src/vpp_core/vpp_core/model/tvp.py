@@ -576,6 +576,20 @@ class TextGuidedVideoPredictor(nn.Module):
             raise TypeError(f"images must be a float tensor in [-1, 1], got {images.dtype}")
         return int(images.shape[0]), int(images.shape[1])
 
+    def set_latent_scaling(self, scaling_factor: float, scale_condition_latents: bool) -> None:
+        """Set the VAE's latent scaling factor (and whether conditioning latents are scaled too).
+
+        For a VAE that did not come with one (a random VAE has latents of std ~0.2, not SD's ~5.5
+        that 0.18215 was derived for). Stored in the VAE's own config and in ``self.config``, so
+        ``save_tvp`` / ``load_tvp`` keep it; features change, so do it before anything is cached.
+        """
+        if not (0.0 < scaling_factor < math.inf):
+            raise ValueError(f"scaling_factor must be finite and > 0, got {scaling_factor}")
+        self.vae.register_to_config(scaling_factor=float(scaling_factor))
+        self.config = replace(
+            self.config, vae=_diffusers_config_dict(self.vae), scale_condition_latents=bool(scale_condition_latents)
+        )
+
     def encode_images(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Conditioning latents [N, C, h, w] of images [N, 3, H, W] in [-1, 1] (VAE posterior mode).
 

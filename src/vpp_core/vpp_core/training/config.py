@@ -153,6 +153,13 @@ class Stage1LossConfig:
     sigma_std: float = 1.6
     language_dropout: float = 0.05  # probability of all-zero text states (classifier-free guidance)
     fps_id: int = 7  # the reference fine-tunes with fps id 7 (and extracts features with 4)
+    # Fraction of samples trained in the feature forward's own regime: noise level
+    # TVPConfig.feature_sigma (700) and the TVP's feature fps id. Stage 2 and the policy read the
+    # UNet only there. A pretrained SVD has seen such noise levels in pre-training, so the
+    # reference leaves this at 0; a UNet trained from scratch (the CPU presets) almost never would
+    # (lognormal(0.7, 1.6) puts 0.1 % of samples above sigma 300), and its features are then an
+    # untrained, nearly input-independent pattern.
+    feature_sigma_fraction: float = 0.0
 
 
 @dataclass
@@ -163,6 +170,12 @@ class Stage1Config:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, warmup_steps=500))
     ema: EMAConfig = field(default_factory=EMAConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/stage1"))
+    # Set the VAE's scaling factor to 1 / std of the training frames' latents and scale the
+    # conditioning latents too, as Stable Diffusion derived 0.18215 for its own VAE. For a TVP
+    # built from a preset (random VAE, no pretrained weights offline): its latents have std ~0.24,
+    # so x 0.18215 leaves videos at std ~0.04 while the EDM noise levels assume 1, and the UNet
+    # learns little beyond the mean frame. Ignored for a loaded TVP (it keeps its trained scale).
+    calibrate_latent_scale: bool = True
     # Cache the VAE latents of every frame in memory (the VAE is frozen and latents are its
     # posterior mode, so they never change); needs augmentation off.
     cache_latents: bool = True

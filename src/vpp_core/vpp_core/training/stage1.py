@@ -10,6 +10,8 @@ form, sigma_data = 1); loss = mean((s^2 + 1) / s^2 * (D(x0 + s n) - x0)^2), i.e.
 lambda(sigma) = 1 / c_out^2. 5 % of the samples get all-zero text states (language dropout,
 for classifier-free guidance at preview time: ``predict_video(guidance_scale > 1)`` uses zeros as
 the unconditional input). Only the UNet is trained (the reference freezes the VAE and CLIP).
+``loss.feature_sigma_fraction`` > 0 (the from-scratch CPU presets) trains that fraction of the
+samples at the feature forward's sigma and time ids instead, where a random UNet has never been.
 
 Output: ``<run.output_dir>/tvp/`` (``tvp_io.save_tvp``: the EMA weights when EMA is on), which
 stage 2 (``init.tvp_dir``) and the preview load; checkpoints for resuming under
@@ -40,7 +42,7 @@ from .loop import (
 )
 from .tvp_io import load_tvp, save_tvp
 
-__all__ = ["Stage1Module", "build_initial_tvp", "train_stage1", "main"]
+__all__ = ["LatentTable", "Stage1Module", "build_initial_tvp", "latent_std", "train_stage1", "main"]
 
 LOG = logging.getLogger("vpp_core.training.stage1")
 
@@ -116,6 +118,19 @@ class LatentTable:
         )
 
 
+@torch.no_grad()
+def latent_std(latents: Optional[LatentTable], clips: ClipDataset, tvp: TextGuidedVideoPredictor, max_frames: int = 4096) -> float:
+    """Std over all elements of the unscaled latents of (up to ``max_frames``) training frames."""
+    if latents is not None:
+        values = torch.cat([table.flatten(1) for table in latents.latents.values()])
+    else:
+        step = max(1, len(clips) // max(1, max_frames // clips.num_frames))
+        pixels = torch.cat([clips[i]["clip"] for i in range(0, len(clips), step)])
+        values = vae_latents(tvp, pixels)
+    values = values[torch.linspace(0, values.shape[0] - 1, min(values.shape[0], max_frames)).long()]
+    return float(values.float().std())
+
+
 class TextCache:
     """Frozen CLIP encodings per instruction string (instructions repeat across a data set)."""
 
@@ -153,10 +168,16 @@ def video_loss(
     dropped = torch.rand(batch, generator=generator) < loss_cfg.language_dropout
     text_hidden = torch.where(dropped.to(device).view(-1, 1, 1), torch.zeros_like(text_hidden), text_hidden)
     sigma = sample_lognormal_sigmas(batch, loss_cfg.sigma_mean, loss_cfg.sigma_std, generator=generator, device=device)
-    noise = randn(clean_latents.shape, generator, device, torch.float32)
-    noisy = clean_latents + sigma.view(-1, 1, 1, 1, 1) * noise
     dtype = tvp.unet.conv_in.weight.dtype
     time_ids = tvp.added_time_ids(batch, fps_id=loss_cfg.fps_id, dtype=dtype)
+    if loss_cfg.feature_sigma_fraction > 0:
+        # These samples see exactly what the one-step feature forward sees (noise level and time ids).
+        in_feature_regime = (torch.rand(batch, generator=generator) < loss_cfg.feature_sigma_fraction).to(device)
+        sigma = torch.where(in_feature_regime, torch.full_like(sigma, tvp.config.feature_sigma), sigma)
+        feature_ids = tvp.added_time_ids(batch, dtype=dtype)
+        time_ids = torch.where(in_feature_regime.view(-1, 1), feature_ids, time_ids)
+    noise = randn(clean_latents.shape, generator, device, torch.float32)
+    noisy = clean_latents + sigma.view(-1, 1, 1, 1, 1) * noise
     denoised = model(noisy, sigma, condition, text_hidden, time_ids)
     # lambda(sigma) = (s^2 + 1) / s^2 (sigma_data = 1, SVD's parameterisation; reference weighting)
     weight = edm_loss_weight(sigma, sigma_data=1.0)
@@ -169,6 +190,8 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
     from ..data.dataset import VPPDataset
 
     configure_logging()
+    if not 0.0 <= config.loss.feature_sigma_fraction <= 1.0:
+        raise ValueError(f"loss.feature_sigma_fraction must be within [0, 1], got {config.loss.feature_sigma_fraction}")
     run = config.run
     if run.torch_threads > 0:
         torch.set_num_threads(run.torch_threads)
@@ -206,6 +229,10 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
         latents = LatentTable(clips, tvp, device) if use_cache else None
         if latents is not None and accelerator.is_main_process:
             LOG.info("stage 1: cached VAE latents of %d frames x %d views", clips.index.num_frames, len(clips.views))
+        if config.calibrate_latent_scale and not config.init.tvp_dir:
+            std = latent_std(latents, clips, tvp)
+            tvp.set_latent_scaling(1.0 / std, scale_condition_latents=True)
+            LOG.info("stage 1: VAE latent std %.4f -> scaling factor %.4f (conditioning latents scaled too)", std, 1.0 / std)
         texts = TextCache(tvp)
         scaling = float(tvp.vae.config.scaling_factor)
         latent_shape = (tvp_cfg.latent_channels, tvp_cfg.latent_size, tvp_cfg.latent_size)
