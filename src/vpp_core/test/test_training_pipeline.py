@@ -159,6 +159,20 @@ def test_latent_std_is_the_same_from_the_latent_table_and_from_the_images(datase
     assert from_images == pytest.approx(from_table, rel=0.1)
 
 
+def test_calibrated_conditioning_is_the_same_from_cached_latents_and_from_images(dataset_root, tmp_path):
+    # Stage 1 trains on cached latents; features encode images. Both must see the same conditioning.
+    tvp = build_initial_tvp(_stage1_config(dataset_root, tmp_path))
+    clips = ClipDataset(VPPDataset(dataset_root), tvp.config.image_size, 2, ["static", "wrist"], frame_stride=1)
+    pixels = torch.stack([clips[i]["condition"] for i in (0, 5, 11)])
+    with torch.no_grad():
+        unscaled = vae_latents(tvp, pixels)
+        tvp.set_latent_scaling(3.0, scale_condition_latents=True)
+        from_cache = tvp.condition_from_latents(unscaled)
+        from_images = tvp.encode_images(pixels)
+    torch.testing.assert_close(from_cache, from_images, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_cache, unscaled * 3.0)
+
+
 def test_stage1_then_stage2_then_engine_plans_in_robot_units(dataset_root, tmp_path):
     stage1 = train_stage1(_stage1_config(dataset_root, tmp_path / "s1"))
     assert stage1.step == 6 and all(np.isfinite(stage1.losses))

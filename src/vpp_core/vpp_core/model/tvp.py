@@ -612,8 +612,16 @@ class TextGuidedVideoPredictor(nn.Module):
         )
         with torch.autocast(device_type, enabled=False) if upcast else nullcontext():
             latents = vae.encode(pixels.float() if upcast else pixels).latent_dist.mode()
+        return self.condition_from_latents(latents)
+
+    def condition_from_latents(self, latents: Tensor) -> Tensor:
+        """Conditioning latents from unscaled VAE posterior-mode latents (scaled only if configured).
+
+        The one place that decides the conditioning scale: stage 1's cached latents and
+        ``encode_images`` both go through it, so training and feature extraction agree.
+        """
         if self.config.scale_condition_latents:
-            latents = latents * vae.config.scaling_factor
+            return latents * self.vae.config.scaling_factor
         return latents
 
     # ------------------------------------------------------------------ UNet plumbing

@@ -241,9 +241,7 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
             with torch.no_grad():
                 if latents is not None:
                     raw = latents.clips(batch["episode"], batch["view"], batch["frames"])
-                    condition = raw[:, 0]
-                    if tvp_cfg.scale_condition_latents:
-                        condition = condition * scaling
+                    condition = tvp.condition_from_latents(raw[:, 0])
                 else:
                     clip = batch["clip"].to(device)
                     count, frames = clip.shape[:2]
