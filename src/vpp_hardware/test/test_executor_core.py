@@ -205,6 +205,31 @@ def test_target_outside_workspace_is_rejected_not_clamped():
     assert "z=0.605" in decision.reason and "outside workspace" in decision.reason
 
 
+def test_target_within_the_clamp_margin_is_projected_onto_the_workspace():
+    check = safety_filter(workspace_clamp_margin_m=0.02).check
+    previous = shifted(REFERENCE, dz=-0.295)  # z = 0.105, 5 mm above the floor
+    target = shifted(REFERENCE, dx=0.003, dz=-0.305)  # z = 0.095, 5 mm under the floor
+    velocity = np.array([0.1, 0.0, -0.1, 0.0, 0.0, 0.0])
+    decision = check(target, np.array([1.0]), previous, 0.1, velocity)
+    assert decision.verdict is SafetyVerdict.LIMITED
+    assert "clamped onto the workspace" in decision.reason and "z 0.095 -> 0.100" in decision.reason
+    assert decision.pose[:3, 3] == pytest.approx([0.503, 0.0, 0.1])
+    assert np.array_equal(decision.pose[:3, :3], target[:3, :3])
+    # Along the floor the plan's speed is kept; into it, it is not.
+    assert decision.velocity[0] == pytest.approx(0.1) and decision.velocity[2] == 0.0
+    assert target[2, 3] == pytest.approx(0.095)  # the caller's array is not modified
+
+
+def test_target_beyond_the_clamp_margin_is_still_rejected():
+    check = safety_filter(workspace_clamp_margin_m=0.02).check
+    decision = check(shifted(REFERENCE, dz=-0.325), np.array([1.0]), shifted(REFERENCE, dz=-0.29), 0.1)
+    assert decision.verdict is SafetyVerdict.REJECTED and decision.pose is None
+    assert "z=0.075" in decision.reason and "20 mm clamp margin" in decision.reason
+    # Without a margin (the default) 5 mm under the floor is already refused.
+    decision = safety_filter().check(shifted(REFERENCE, dz=-0.305), np.array([1.0]), shifted(REFERENCE, dz=-0.29), 0.1)
+    assert decision.verdict is SafetyVerdict.REJECTED
+
+
 def test_large_translation_step_is_limited_along_its_direction():
     target = shifted(REFERENCE, dx=0.03, dy=0.04)  # 5 cm away
     decision = safety_filter().check(target, np.array([1.0]), REFERENCE, 1.0)
@@ -266,6 +291,9 @@ def test_limits_validate_themselves():
         SafetyLimits(max_step_translation_m=math.nan)
     with pytest.raises(ValueError, match="step_limit_policy"):
         SafetyLimits(step_limit_policy="clip")
+    for bad in (-0.01, 0.5, math.nan):
+        with pytest.raises(ValueError, match="workspace_clamp_margin_m"):
+            SafetyLimits(workspace_clamp_margin_m=bad)
 
 
 # ---------------------------------------------------------------------------- watchdog

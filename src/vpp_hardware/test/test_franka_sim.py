@@ -202,6 +202,25 @@ def test_step_outside_workspace_is_rejected_at_tick_time_and_the_arm_holds(arm):
     assert moved < 0.001
 
 
+def test_chunk_grazing_the_floor_stops_on_it_and_one_beyond_the_margin_is_refused(arm):
+    start = arm.read_state().ee_pose
+    floor = float(start[2, 3]) - 0.03
+    executor = make_executor(arm, safety={"workspace_min_m": [0.1, -0.6, floor], "workspace_max_m": [0.9, 0.6, 0.9],
+                                          "workspace_clamp_margin_m": 0.02})
+    deep, _ = straight_chunk(executor, arm, [0.0, 0.0, -0.055], seq=1)  # 2.5 cm through the floor
+    result = executor.submit(deep)
+    assert not result.accepted and "clamp margin" in result.reason
+
+    grazing, _ = straight_chunk(executor, arm, [0.02, 0.0, -0.04], seq=2)  # 1 cm through the floor
+    assert executor.submit(grazing).accepted
+    tick_until(executor, lambda: executor.status().counters.executed_steps >= grazing.horizon, 3.0)
+    tick_for(executor, 0.5)
+    final = arm.read_state().ee_pose[:3, 3]
+    assert final[2] == pytest.approx(floor, abs=0.004)  # on the floor, not through it
+    assert final[0] - start[0, 3] == pytest.approx(0.02, abs=0.004)  # the rest of the plan is kept
+    assert executor.status().counters.limited_steps > 0
+
+
 def test_gripper_closes_and_opens_through_chunk_commands(arm, gripper):
     effector = BinaryGripperEffector(gripper)
     executor = make_executor(arm, effector)

@@ -99,7 +99,8 @@ class ChunkExecutorConfig:
     #: from another robot, frame or a corrupted message).
     max_reference_deviation_m: float = 0.15
     max_reference_deviation_rad: float = 0.75
-    #: Refuse a whole chunk when any of its steps leaves the workspace (nothing of it moves).
+    #: Refuse a whole chunk when any of its steps leaves the workspace by more than
+    #: ``safety.workspace_clamp_margin_m`` (nothing of it moves).
     reject_chunks_leaving_workspace: bool = True
     #: Arm faults without a successfully executed chunk step in between before the executor
     #: latches FAULT (a fault that comes back after every recovery must not loop forever).

@@ -4,9 +4,13 @@ Policy (the order checks run in):
 
 1. Anything non-finite (pose, effector command, velocity) or a pose that is not a rigid
    transform: **rejected**; the executor holds.
-2. A position outside the workspace box (base frame): **rejected**, never clamped; the executor
-   holds. Clamping would move the robot along the box wall towards a target the policy did not
-   mean.
+2. A position outside the workspace box (base frame) by more than ``workspace_clamp_margin_m``
+   on any axis: **rejected**; the executor holds. Clamping a far-away target would move the
+   robot along the box wall towards a target the policy did not mean. A position outside by at
+   most the margin is **projected onto the box** (``limited``): a learned policy aiming at the
+   table top a few millimetres under the floor means "go down to the floor", and refusing it
+   would freeze the arm wherever its plans graze the box (the margin bounds how far the command
+   moves from what was meant). The margin is 0 (reject everything outside) unless configured.
 3. A step larger than allowed since the last commanded target (the smaller of the per-step limit
    and speed limit x elapsed time): **limited** (moved the allowed distance along the same
    direction / rotation axis) with ``step_limit_policy = "limit"``, or rejected with ``"reject"``.
@@ -51,6 +55,9 @@ class SafetyLimits:
     effector_bounds: tuple[tuple[float, float], ...] = ()
     #: "limit" moves the allowed distance towards a too-far target; "reject" holds instead.
     step_limit_policy: str = "limit"
+    #: Targets outside the workspace by at most this much (per axis) are projected onto the box
+    #: instead of rejected; 0 rejects every target outside.
+    workspace_clamp_margin_m: float = 0.0
 
     def __post_init__(self) -> None:
         low = np.asarray(self.workspace_min_m, dtype=float)
@@ -67,6 +74,8 @@ class SafetyLimits:
         for bound in self.effector_bounds:
             if len(bound) != 2 or not bound[0] <= bound[1]:
                 raise ValueError(f"effector bound {bound} must be (low, high) with low <= high")
+        if not (math.isfinite(self.workspace_clamp_margin_m) and 0.0 <= self.workspace_clamp_margin_m <= 0.1):
+            raise ValueError(f"workspace_clamp_margin_m must be in [0, 0.1] m, got {self.workspace_clamp_margin_m}")
         if self.step_limit_policy not in ("limit", "reject"):
             raise ValueError(f"step_limit_policy must be 'limit' or 'reject', got {self.step_limit_policy!r}")
 
@@ -112,18 +121,25 @@ class SafetyFilter:
         return int(self._effector_low.shape[0])
 
     def workspace_violation(self, position: np.ndarray) -> str | None:
-        """Reason text when ``position`` is outside the box (or not finite), else None."""
+        """Reason text when ``position`` is outside the box by more than the clamp margin (or not
+        finite), else None: a position within the margin is one :meth:`clamp_to_workspace` moves in."""
         position = np.asarray(position, dtype=float)
         if position.shape != (3,) or not np.all(np.isfinite(position)):
             return f"target position {position} is not 3 finite numbers"
-        outside = (position < self._workspace_low) | (position > self._workspace_high)
+        margin = self.limits.workspace_clamp_margin_m
+        outside = (position < self._workspace_low - margin) | (position > self._workspace_high + margin)
         if not outside.any():
             return None
         axes = ", ".join(
             f"{axis}={position[i]:.3f} not in [{self._workspace_low[i]:.3f}, {self._workspace_high[i]:.3f}]"
             for i, axis in enumerate("xyz") if outside[i]
         )
-        return f"target outside workspace: {axes} m"
+        beyond = f" (by more than the {margin * 1e3:.0f} mm clamp margin)" if margin > 0 else ""
+        return f"target outside workspace{beyond}: {axes} m"
+
+    def clamp_to_workspace(self, position: np.ndarray) -> np.ndarray:
+        """``position`` projected onto the workspace box (unchanged when inside)."""
+        return np.clip(np.asarray(position, dtype=float), self._workspace_low, self._workspace_high)
 
     def check(
         self,
@@ -163,6 +179,18 @@ class SafetyFilter:
 
         limits = self.limits
         notes: list[str] = []
+        pose_position = pose[:3, 3].copy()
+        inside = self.clamp_to_workspace(pose_position)
+        if np.any(inside != pose_position):
+            moved = ", ".join(f"{axis} {pose[i, 3]:.3f} -> {inside[i]:.3f}"
+                              for i, axis in enumerate("xyz") if inside[i] != pose[i, 3])
+            notes.append(f"target clamped onto the workspace: {moved} m")
+            pose = pose.copy()
+            pose[:3, 3] = inside
+            if velocity is not None:
+                # Moving on through the wall would overshoot the clamped target on those axes.
+                velocity = velocity.copy()
+                velocity[:3][inside != pose_position] = 0.0
         limited_pose = pose.copy()
         max_translation = min(limits.max_step_translation_m, limits.max_translation_speed_mps * elapsed_s)
         max_rotation = min(limits.max_step_rotation_rad, limits.max_rotation_speed_radps * elapsed_s)
