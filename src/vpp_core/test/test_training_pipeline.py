@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -201,6 +203,36 @@ def test_stage1_then_stage2_then_engine_plans_in_robot_units(dataset_root, tmp_p
     assert np.all(chunk >= normalizer.low - 1e-9) and np.all(chunk <= normalizer.high + 1e-9)
     # The checkpoint carries the Video Former's feature standardisation fitted in stage 2.
     assert not torch.equal(engine.policy.video_former.feature_std, torch.ones_like(engine.policy.video_former.feature_std))
+
+
+def test_stage2_trains_a_panda_policy_on_joint_proprio_when_asked(dataset_root, tmp_path):
+    config = load_convert_config(fps=10.0, horizon=10, image_size=64)
+    config.embodiments["panda"] = dataclasses.replace(config.embodiments["panda"], proprio=True)
+    bags = [write_synthetic_bag(tmp_path / "bags" / f"demo{i}", embodiment="panda", seconds=2.5, image_size=(48, 64),
+                                instruction=INSTRUCTIONS[i % 2], seed=i) for i in range(2)]
+    assert not convert(bags, tmp_path / "ds", "panda", config, progress=False).rejected
+    joints = [f"fr3_joint{i}" for i in range(1, 8)]
+    assert VPPDataset(tmp_path / "ds").info.proprio_names == joints
+
+    # The panda preset has no proprio token (as the reference); stage 2 adds one on request.
+    stage2 = train_stage2(_stage2_config(tmp_path / "ds", tmp_path / "s2", Path(""), "init.random_tvp=true",
+                                         "init.tvp_dir=", "init.proprio_dim=7"))
+    engine = PolicyEngine.from_checkpoint(stage2.output, resize_images=True)
+    assert engine.policy.proprio_dim == 7 and engine.metadata["proprio_names"] == joints
+    episode = VPPDataset(tmp_path / "ds").load_episode(0)
+    images = {view: episode.frames[view][3] for view in ("static", "wrist")}
+    with pytest.raises(ValueError, match="proprio"):
+        engine.plan(images, episode.instruction)
+    chunk = engine.plan(images, episode.instruction, proprio=episode.proprio[3])
+    assert chunk.shape == (10, 7) and np.isfinite(chunk).all()
+    assert engine.normalizers["proprio"].dim == 7
+
+
+def test_stage2_says_how_to_fix_a_proprio_mismatch_with_the_data_set(dataset_root, tmp_path):
+    config = _stage2_config(dataset_root, tmp_path / "s2", Path(""), "init.random_tvp=true", "init.tvp_dir=",
+                            "init.proprio_dim=7")
+    with pytest.raises(ValueError, match=r"7-d proprio vector but data set .* has none: set init.proprio_dim=0"):
+        train_stage2(config)
 
 
 def test_stage2_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):

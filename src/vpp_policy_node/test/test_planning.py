@@ -13,7 +13,28 @@ from vpp_policy_node.planning import (
     PlanningLoop,
     PolicyNodeConfig,
     check_instruction,
+    resolve_proprio_joint_names,
 )
+
+PANDA_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
+
+
+def test_proprio_joints_come_from_the_checkpoint_unless_configured():
+    assert resolve_proprio_joint_names((), 7, PANDA_JOINTS) == PANDA_JOINTS
+    assert resolve_proprio_joint_names(PANDA_JOINTS, 7, PANDA_JOINTS) == PANDA_JOINTS
+    assert resolve_proprio_joint_names(PANDA_JOINTS, 7) == PANDA_JOINTS  # an older checkpoint names none
+    assert resolve_proprio_joint_names(PANDA_JOINTS, 0, ()) == ()  # no proprio token: nothing subscribed
+
+
+@pytest.mark.parametrize("configured, checkpoint, message", [
+    ((), (), "set proprio_joint_names"),
+    (PANDA_JOINTS[:6], (), "lists 6 joints"),
+    ((), PANDA_JOINTS[:6], "lists 6 joints"),
+    (PANDA_JOINTS[::-1], PANDA_JOINTS, "differ from the joints the checkpoint was trained on"),
+])
+def test_proprio_joint_mismatches_are_explained(configured, checkpoint, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_proprio_joint_names(configured, 7, checkpoint)
 
 
 @pytest.mark.parametrize("text, kind", [

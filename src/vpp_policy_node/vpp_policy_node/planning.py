@@ -51,7 +51,8 @@ class PolicyNodeConfig:
     ee_pose_topic: str = field(default="/ee_pose", metadata={"help": "geometry_msgs/PoseStamped of the end effector"})
     joint_state_topic: str = field(default="/joint_states", metadata={"help": "sensor_msgs/JointState (proprio)"})
     proprio_joint_names: tuple[str, ...] = field(
-        default=(), metadata={"help": "joints whose positions form the proprio vector; empty: no proprio"})
+        default=(), metadata={"help": "joints whose positions form the proprio vector, in order; empty: the "
+                                      "checkpoint's (the data set's proprio_names), for a policy with proprio"})
     chunk_topic: str = field(default="/action_chunk", metadata={"help": "where ActionChunk messages go"})
     instruction_topic: str = field(default="/task_language", metadata={"help": "std_msgs/String instructions"})
     executor_hold_service: str = field(default="/franka_executor/hold",
@@ -100,6 +101,31 @@ def check_instruction(raw: object, max_chars: int) -> InstructionDecision:
         return InstructionDecision("reject", reason=f"instruction {text[:40]!r} has too few letters to be "
                                                     "an instruction; is it garbled?")
     return InstructionDecision("start", text=text)
+
+
+def resolve_proprio_joint_names(configured: tuple[str, ...], proprio_dim: int,
+                                checkpoint_names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The joints whose positions make the policy's proprio vector, in order.
+
+    ``configured`` (the node parameter) wins; empty takes ``checkpoint_names`` (the data set's
+    ``proprio_names`` that stage 2 stores), so a checkpoint trained with proprio runs without
+    repeating its joint list in YAML. Raises ValueError, saying what to set, when the result does
+    not give ``proprio_dim`` values or contradicts the checkpoint.
+    """
+    configured, checkpoint_names = tuple(configured), tuple(checkpoint_names)
+    if proprio_dim <= 0:
+        return ()
+    names = configured or checkpoint_names
+    if not names:
+        raise ValueError(f"the policy takes a {proprio_dim}-d proprio vector: set proprio_joint_names "
+                         "(the checkpoint does not name its joints)")
+    if len(names) != proprio_dim:
+        raise ValueError(f"the policy takes a {proprio_dim}-d proprio vector but proprio_joint_names "
+                         f"lists {len(names)} joints")
+    if configured and checkpoint_names and configured != checkpoint_names:
+        raise ValueError(f"proprio_joint_names {list(configured)} differ from the joints the checkpoint was "
+                         f"trained on {list(checkpoint_names)}; leave the parameter empty to use the checkpoint's")
+    return names
 
 
 # ------------------------------------------------------------------------------ observations

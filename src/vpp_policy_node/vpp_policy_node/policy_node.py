@@ -29,6 +29,7 @@ from vpp_policy_node.planning import (
     PlanningLoop,
     PolicyNodeConfig,
     check_instruction,
+    resolve_proprio_joint_names,
 )
 from vpp_ros.chunk_conversion import ChunkData, ChunkValidationError, Pose, chunk_to_msg
 from vpp_ros.image_conversion import ImageConversionError, image_msg_to_rgb
@@ -101,9 +102,8 @@ class PolicyNode(Node):
         self.horizon = int(self.planner.policy.horizon)
         self.action_dim = int(self.planner.policy.action_dim)
         self.proprio_dim = int(self.planner.policy.proprio_dim)
-        if self.proprio_dim and len(cfg.proprio_joint_names) != self.proprio_dim:
-            raise ValueError(f"the policy takes a {self.proprio_dim}-d proprio vector but proprio_joint_names "
-                             f"lists {len(cfg.proprio_joint_names)} joints")
+        trained_on = tuple((getattr(self.planner, "metadata", None) or {}).get("proprio_names") or ())
+        self.proprio_joint_names = resolve_proprio_joint_names(cfg.proprio_joint_names, self.proprio_dim, trained_on)
         self.buffer = ObservationBuffer(cfg.view_names)
         self._bad_input_counts: dict[str, int] = {}
 
@@ -157,9 +157,9 @@ class PolicyNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
         try:
-            values = np.array([msg.position[index[n]] for n in self.cfg.proprio_joint_names], dtype=np.float32)
+            values = np.array([msg.position[index[n]] for n in self.proprio_joint_names], dtype=np.float32)
         except (KeyError, IndexError):
-            self._warn_bad_input("joints", f"joint state lacks some of {list(self.cfg.proprio_joint_names)}")
+            self._warn_bad_input("joints", f"joint state lacks some of {list(self.proprio_joint_names)}")
             return
         if not np.isfinite(values).all():
             self._warn_bad_input("joints", "joint state with NaN/Inf")

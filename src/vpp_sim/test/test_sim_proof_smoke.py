@@ -37,7 +37,8 @@ def test_sim_proof_pipeline_smoke(tmp_path):
            "--eval-tasks", "touch_red", "--eval-episodes", "1", "--eval-time-limit", "3", "--no-swap",
            "--train-config", "tiny",
            "--stage1-overrides", "run.max_steps=2", "run.checkpoint_every=2", "cache_latents=false",
-           "--stage2-overrides", "run.max_steps=2", "run.checkpoint_every=2", "feature_cache.enabled=false"]
+           "--stage2-overrides", "run.max_steps=2", "run.checkpoint_every=2", "feature_cache.enabled=false",
+           "init.proprio_dim=7"]  # as the CPU/GPU proof presets: the arm's joints as proprio
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted((out / "logs").glob("*.log"))) \
         if (out / "logs").exists() else ""
@@ -55,9 +56,14 @@ def test_sim_proof_pipeline_smoke(tmp_path):
     info = json.loads((out / "dataset" / "meta" / "info.json").read_text())
     assert info["embodiment"] == "panda" and info["episodes"] >= 1 and info["image_size"] == 128
     assert (out / "dataset" / "videos" / "static" / "episode_000000.mp4").is_file()
-    # Both training stages and a loadable checkpoint.
+    assert info["proprio_names"] == [f"fr3_joint{i}" for i in range(1, 8)]
+    # Both training stages and a loadable checkpoint; the policy node takes the proprio joints
+    # from it (config/panda.yaml names none).
     assert (out / "stage1" / "tvp").is_dir()
     assert (out / "stage2" / "checkpoint" / "model.safetensors").is_file()
+    checkpoint_config = json.loads((out / "stage2" / "checkpoint" / "config.json").read_text())
+    assert checkpoint_config["policy"]["action_head"]["proprio_dim"] == 7
+    assert checkpoint_config["metadata"]["proprio_names"] == info["proprio_names"]
     # Closed-loop evaluation through the policy node.
     results = json.loads((out / "eval_seen" / "results.json").read_text())
     task = results["tasks"]["touch_red"]

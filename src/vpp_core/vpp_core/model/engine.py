@@ -105,6 +105,8 @@ class PolicyEngine:
         self.seed = seed
         self._generator: Optional[torch.Generator] = None
         self.reseed(seed)
+        #: The checkpoint's metadata (training provenance, proprio joint names); empty otherwise.
+        self.metadata: dict[str, Any] = {}
 
         policy.to(self.device).eval()
         if self.compute_dtype != torch.float32:
@@ -126,7 +128,9 @@ class PolicyEngine:
         from .checkpoint import load_checkpoint
 
         loaded = load_checkpoint(directory, device="cpu")
-        return cls(loaded.policy, loaded.normalizers, device=device, **kwargs)
+        engine = cls(loaded.policy, loaded.normalizers, device=device, **kwargs)
+        engine.metadata = dict(loaded.metadata)
+        return engine
 
     # ------------------------------------------------------------------ setup helpers
     def reseed(self, seed: Optional[int]) -> None:

@@ -157,15 +157,22 @@ def _assemble(tvp: TVPConfig, embodiment: dict[str, Any], tiny: bool) -> VPPPoli
     return VPPPolicyConfig(tvp=tvp, video_former=former, action_head=head, view_names=VIEW_NAMES, freeze_tvp=True)
 
 
-def policy_config_for_tvp(name: str, tvp: TVPConfig) -> VPPPolicyConfig:
+def policy_config_for_tvp(name: str, tvp: TVPConfig, proprio_dim: Optional[int] = None) -> VPPPolicyConfig:
     """Preset ``name``'s Video Former and action head, sized for the features of ``tvp``.
 
     Used by stage-2 training around a fine-tuned TVP loaded from disk (whose settings, e.g. image
-    size, may differ from the preset's own TVP).
+    size, may differ from the preset's own TVP). ``proprio_dim`` (None: the preset's) sets the
+    width of the action head's proprio token, 0 for none: a Panda policy can take the arm's joint
+    positions although the preset, like the reference, has none.
     """
     if name not in PRESET_NAMES:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-    return _assemble(tvp, _EMBODIMENTS[name.split("-")[0]], name.endswith("-tiny"))
+    embodiment = _EMBODIMENTS[name.split("-")[0]]
+    if proprio_dim is not None:
+        if not isinstance(proprio_dim, int) or proprio_dim < 0:
+            raise ValueError(f"proprio_dim must be an int >= 0 (or None for the preset's), got {proprio_dim!r}")
+        embodiment = {**embodiment, "proprio_dim": proprio_dim}
+    return _assemble(tvp, embodiment, name.endswith("-tiny"))
 
 
 def build_policy(name: str, seed: Optional[int] = 0) -> VPPPolicy:

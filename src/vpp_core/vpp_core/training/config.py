@@ -140,6 +140,10 @@ class InitConfig:
     # TVP's). The networks are resolution-agnostic; the Video Former is sized from the result.
     image_size: int = 0
     num_frames: int = 0
+    # Stage 2: width of the action head's proprio token; -1 keeps the preset's (panda 0, xhand 19),
+    # 0 trains without proprio. It must equal the data set's proprio vector (the converter's
+    # ``embodiments.<name>.proprio``).
+    proprio_dim: int = -1
 
     def tvp_overrides(self) -> dict[str, int]:
         return {k: v for k, v in (("image_size", self.image_size), ("num_frames", self.num_frames)) if v}

@@ -79,7 +79,8 @@ def build_stage2_policy(config: Stage2Config) -> VPPPolicy:
     """The preset's Video Former + action head (fresh, seeded) around the stage-1 TVP."""
     init = config.init
     tvp = initial_tvp(init, allow_random=init.random_tvp)
-    policy_config = policy_config_for_tvp(init.preset, tvp.config)
+    policy_config = policy_config_for_tvp(init.preset, tvp.config,
+                                          None if init.proprio_dim == -1 else int(init.proprio_dim))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init.seed)
         return VPPPolicy(policy_config, tvp=tvp)
@@ -251,8 +252,13 @@ def train_stage2(config: Stage2Config) -> TrainResult:
         if tuple(config.data.views) != tuple(policy.view_names):
             raise ValueError(f"data.views {list(config.data.views)} must equal the policy's views {list(policy.view_names)}")
         use_proprio = policy.proprio_dim > 0
-        if use_proprio and normalizers.get("proprio") is not None and normalizers["proprio"].dim != policy.proprio_dim:
-            raise ValueError(f"data set proprio is {normalizers['proprio'].dim}-d, the policy's {policy.proprio_dim}-d")
+        if use_proprio and info.proprio_dim != policy.proprio_dim:
+            raise ValueError(
+                f"the policy takes a {policy.proprio_dim}-d proprio vector but data set {config.data.root} has "
+                + (f"{info.proprio_dim}-d proprio ({', '.join(info.proprio_names)})" if info.proprio_dim else "none")
+                + f": set init.proprio_dim={info.proprio_dim}, or convert the bags with "
+                f"embodiments.{info.embodiment}.proprio set to match"
+            )
         cache_cfg = config.feature_cache
         if cache_cfg.enabled and config.data.augment.enabled:
             raise ValueError("feature_cache.enabled needs data.augment.enabled=false")
@@ -355,6 +361,8 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                 "fps": info.fps,
                 "tvp_dir": config.init.tvp_dir,
                 "ema": loop.ema is not None,
+                # What the policy node reads the proprio vector from (joint names, in order).
+                "proprio_names": list(info.proprio_names) if use_proprio else [],
             }
             policy.to("cpu")
             save_checkpoint(policy, checkpoint_dir, normalizers, metadata)
