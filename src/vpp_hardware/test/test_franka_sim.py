@@ -314,3 +314,28 @@ def test_franky_arm_config_from_yaml_dict():
     assert FrankyArmConfig.franky_sim().ignore_realtime
     with pytest.raises(ValueError, match="unknown keys"):
         FrankyArmConfig.from_dict({"stiffness": 1.0})
+
+
+@pytest.mark.parametrize("stiffness", [10.0, 0.0])
+def test_nullspace_posture_task_pulls_the_elbow_back_without_moving_the_hand(stiffness):
+    posture = np.array([0.0, 0.3, 0.0, -1.8, 0.0, 2.1, 0.785])
+    elbow_out = posture + np.array([0.4, 0.0, -0.4, 0.0, 0.0, 0.0, 0.0])
+    with FrankySimServer(mode="inprocess", realtime=False, initial_joint_positions=tuple(elbow_out)) as server:
+        arm = FrankyArm(FrankyArmConfig.franky_sim(server.hostname, nullspace_stiffness_nm_per_rad=stiffness,
+                                                   nullspace_posture_rad=tuple(posture)))
+        arm.connect()
+        try:
+            executor = make_executor(arm)  # no chunk: the executor holds the hand where it is
+            start = arm.read_state()
+            tick_for(executor, 3.0)
+            end = arm.read_state()
+        finally:
+            arm.disconnect()
+    # Joints 1 and 3 swing the elbow about the shoulder-wrist line (the 7-DoF arm's nullspace).
+    elbow_error = lambda state: float(np.abs(state.joint_positions[[0, 2]] - posture[[0, 2]]).sum())
+    hand_moved_m = float(np.linalg.norm(end.ee_pose[:3, 3] - start.ee_pose[:3, 3]))
+    assert hand_moved_m < 0.005
+    if stiffness > 0:
+        assert elbow_error(end) < 0.5 * elbow_error(start)
+    else:  # a plain Cartesian impedance law leaves the elbow where it was
+        assert elbow_error(end) > 0.8 * elbow_error(start)

@@ -35,6 +35,7 @@ from franky import (
     IncompatibleVersionException,
     InvalidOperationException,
     NetworkException,
+    PostureTask,
     RealtimeConfig,
     Robot,
     Twist,
@@ -89,12 +90,29 @@ class FrankyArmConfig:
     friction_velocity_epsilon_radps: float = 0.03
     #: Largest torque change per 1 kHz control cycle [Nm] (franky's rate limiter).
     max_delta_tau_nm: float = 1.0
+    #: Nullspace posture task: the 7-DoF arm's redundant motion (the elbow) is pulled towards
+    #: ``nullspace_posture_rad`` with this stiffness [Nm/rad] (0 turns it off). Without it a
+    #: Cartesian impedance law leaves the elbow free: contacts and long streams of targets let it
+    #: drift until a joint limit, and the arm ends in a posture from which Cartesian moves can no
+    #: longer bring it back (seen in simulation: folded over its base after a few policy
+    #: episodes). Only the nullspace is affected; the end-effector target is tracked as before.
+    nullspace_stiffness_nm_per_rad: float = 10.0
+    #: Posture the nullspace task pulls towards [rad] x 7; empty: the joint configuration
+    #: measured when tracking starts.
+    nullspace_posture_rad: tuple[float, ...] = ()
     #: Collision thresholds passed to libfranka (reflex on exceed); None keeps the robot's.
     collision_torque_threshold_nm: float | None = None
     collision_force_threshold_n: float | None = None
     #: ``recover_errors`` tries this many times before giving up.
     max_recovery_attempts: int = 3
     recovery_retry_delay_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.nullspace_stiffness_nm_per_rad) and self.nullspace_stiffness_nm_per_rad >= 0):
+            raise ValueError(f"nullspace_stiffness_nm_per_rad must be >= 0, got {self.nullspace_stiffness_nm_per_rad}")
+        posture = tuple(self.nullspace_posture_rad or ())
+        if posture and (len(posture) != 7 or not np.all(np.isfinite(posture))):
+            raise ValueError(f"nullspace_posture_rad must be empty or 7 finite joint angles [rad], got {list(posture)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "FrankyArmConfig":
@@ -201,6 +219,10 @@ class FrankyArm(Arm):
         friction = self._friction()
         if friction is not None:
             optional["friction"] = friction
+        if config.nullspace_stiffness_nm_per_rad > 0:
+            posture = config.nullspace_posture_rad or tuple(self.robot.current_joint_positions)
+            optional["posture_task"] = PostureTask(np.asarray(posture, dtype=float),
+                                                   float(config.nullspace_stiffness_nm_per_rad))
         # The tracker seeds its target with the measured pose, so starting it never moves the arm.
         self._tracker = CartesianImpedanceTracker(
             self.robot,
