@@ -339,3 +339,15 @@ def test_nullspace_posture_task_pulls_the_elbow_back_without_moving_the_hand(sti
         assert elbow_error(end) < 0.5 * elbow_error(start)
     else:  # a plain Cartesian impedance law leaves the elbow where it was
         assert elbow_error(end) > 0.8 * elbow_error(start)
+
+
+def test_franky_arm_config_refuses_malformed_posture_and_joint_limits():
+    with pytest.raises(ValueError, match="nullspace_posture_rad"):
+        FrankyArmConfig(nullspace_posture_rad=(0.0,) * 6)
+    with pytest.raises(ValueError, match="nullspace_stiffness"):
+        FrankyArmConfig(nullspace_stiffness_nm_per_rad=-1.0)
+    with pytest.raises(ValueError, match="joint_limits_lower_rad"):
+        FrankyArmConfig(joint_limits_lower_rad=(-1.0,) * 7)  # upper missing
+    with pytest.raises(ValueError, match="lower < upper"):
+        FrankyArmConfig(joint_limits_lower_rad=(1.0,) * 7, joint_limits_upper_rad=(-1.0,) * 7)
+    FrankyArmConfig(joint_limits_lower_rad=(-1.0,) * 7, joint_limits_upper_rad=(1.0,) * 7)

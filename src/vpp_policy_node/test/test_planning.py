@@ -153,3 +153,9 @@ def test_loop_plans_ahead_only_while_an_instruction_is_active():
         loop.shutdown()
         stop_feed.set()
         feeder.join()
+
+
+@pytest.mark.parametrize("nice, threads", [(-1, 0), (20, 0), (0, -1)])
+def test_cpu_settings_are_validated(nice, threads):
+    with pytest.raises(ValueError, match="process_nice"):
+        PolicyNodeConfig(process_nice=nice, torch_threads=threads)

@@ -43,6 +43,11 @@ class PolicyNodeConfig:
         default=(0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 1.0),
         metadata={"help": "no checkpoint only: action value a random output of +1 maps to"})
     sampling_steps: int = field(default=0, metadata={"help": "diffusion steps per plan; 0: the checkpoint's"})
+    torch_threads: int = field(default=0, metadata={
+        "help": "CPU threads for inference; 0: torch's default (every core)"})
+    process_nice: int = field(default=0, metadata={
+        "help": "raise this process's niceness by this much at start (0-19): on a CPU-only machine that also "
+                "runs the arm's control loop or a simulator, planning must not starve them"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling noise (deterministic plans)"})
     view_names: tuple[str, ...] = field(default=("static", "wrist"),
                                         metadata={"help": "policy camera views, in model order"})
@@ -71,6 +76,9 @@ class PolicyNodeConfig:
             raise ValueError(f"{len(self.view_names)} view_names but {len(self.image_topics)} image_topics")
         if self.action_dt <= 0 or self.replan_after_steps < 1:
             raise ValueError("action_dt must be > 0 and replan_after_steps >= 1")
+        if not 0 <= self.process_nice <= 19 or self.torch_threads < 0:
+            raise ValueError(f"process_nice must be in [0, 19] and torch_threads >= 0, got {self.process_nice} "
+                             f"and {self.torch_threads}")
 
 
 # ------------------------------------------------------------------------------ instructions

@@ -10,6 +10,8 @@ never in a subscription callback.
 
 from __future__ import annotations
 
+import os
+
 import sys
 import time
 from typing import Optional
@@ -58,6 +60,17 @@ def _resolve_device_dtype(cfg: PolicyNodeConfig) -> tuple[str, str]:
     return device, dtype
 
 
+def apply_cpu_settings(cfg: PolicyNodeConfig, log) -> None:
+    """Lower this process's CPU priority and cap torch's threads as configured (before the model loads)."""
+    if cfg.process_nice:
+        log.info(f"niceness raised by {cfg.process_nice}: planning yields the CPU to the control loop")
+        os.nice(cfg.process_nice)
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+
+
 def load_planner(cfg: PolicyNodeConfig, log):
     """The inference engine for ``cfg``: the checkpoint's, or a tiny random policy with a warning."""
     from vpp_core.model.engine import PolicyEngine
@@ -98,6 +111,8 @@ class PolicyNode(Node):
         super().__init__("policy_node")
         self.cfg: PolicyNodeConfig = declare_dataclass_parameters(self, PolicyNodeConfig)
         cfg = self.cfg
+        if planner is None:
+            apply_cpu_settings(cfg, self.get_logger())
         self.planner = planner if planner is not None else load_planner(cfg, self.get_logger())
         self.horizon = int(self.planner.policy.horizon)
         self.action_dim = int(self.planner.policy.action_dim)

@@ -100,6 +100,18 @@ class FrankyArmConfig:
     #: Posture the nullspace task pulls towards [rad] x 7; empty: the joint configuration
     #: measured when tracking starts.
     nullspace_posture_rad: tuple[float, ...] = ()
+    #: Joint limits [rad] x 7 the tracker pushes away from (franky's joint-limit avoidance: a
+    #: spring of ``joint_limit_stiffness_nm_per_rad`` within ``joint_limit_activation_rad`` of a
+    #: limit, at most ``joint_limit_max_torque_nm``); empty: none. Why: a Cartesian target the
+    #: arm can only reach through a joint limit (the FR3's elbow, joint 4, folds to its limit
+    #: when the hand goes low near the base) otherwise drives the joint into its stop, where the
+    #: impedance law loses control of the arm (seen in franky-sim: the arm thrashed about and
+    #: ended folded over its base).
+    joint_limits_lower_rad: tuple[float, ...] = ()
+    joint_limits_upper_rad: tuple[float, ...] = ()
+    joint_limit_activation_rad: float = 0.15
+    joint_limit_stiffness_nm_per_rad: float = 20.0
+    joint_limit_max_torque_nm: float = 10.0
     #: Collision thresholds passed to libfranka (reflex on exceed); None keeps the robot's.
     collision_torque_threshold_nm: float | None = None
     collision_force_threshold_n: float | None = None
@@ -113,6 +125,15 @@ class FrankyArmConfig:
         posture = tuple(self.nullspace_posture_rad or ())
         if posture and (len(posture) != 7 or not np.all(np.isfinite(posture))):
             raise ValueError(f"nullspace_posture_rad must be empty or 7 finite joint angles [rad], got {list(posture)}")
+        lower, upper = tuple(self.joint_limits_lower_rad or ()), tuple(self.joint_limits_upper_rad or ())
+        if (lower or upper) and not (len(lower) == len(upper) == 7 and np.all(np.isfinite(lower + upper))
+                                     and np.all(np.asarray(lower) < np.asarray(upper))):
+            raise ValueError("joint_limits_lower_rad / joint_limits_upper_rad must both be empty or 7 finite "
+                             f"angles [rad] with lower < upper, got {list(lower)} and {list(upper)}")
+        for name in ("joint_limit_activation_rad", "joint_limit_stiffness_nm_per_rad", "joint_limit_max_torque_nm"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "FrankyArmConfig":
@@ -223,6 +244,14 @@ class FrankyArm(Arm):
             posture = config.nullspace_posture_rad or tuple(self.robot.current_joint_positions)
             optional["posture_task"] = PostureTask(np.asarray(posture, dtype=float),
                                                    float(config.nullspace_stiffness_nm_per_rad))
+        if config.joint_limits_lower_rad:
+            optional.update(
+                lower_joint_limits=np.asarray(config.joint_limits_lower_rad, dtype=float),
+                upper_joint_limits=np.asarray(config.joint_limits_upper_rad, dtype=float),
+                joint_limit_activation_distance=float(config.joint_limit_activation_rad),
+                joint_limit_stiffness=float(config.joint_limit_stiffness_nm_per_rad),
+                joint_limit_max_torque=float(config.joint_limit_max_torque_nm),
+            )
         # The tracker seeds its target with the measured pose, so starting it never moves the arm.
         self._tracker = CartesianImpedanceTracker(
             self.robot,
