@@ -52,25 +52,47 @@ def evaluate(args: argparse.Namespace) -> dict:
     checkpoint = str(pathlib.Path(args.checkpoint).resolve())
     seed = args.seed + proof.eval_seed_offset
     rng = np.random.default_rng(seed)
-    graph = SimGraph(out / "logs", proof, seed=seed, checkpoint=checkpoint, panda_config=args.config)
-    print(f"[evaluate] starting {', '.join(graph.names)} with {checkpoint} (logs in {out / 'logs'})", flush=True)
+    max_video_frames = int(max(t.time_limit_s for t in tasks) * 12) + 50
+
+    def start_graph(restart: int) -> tuple[SimGraph, SimClient]:
+        # A restarted world gets its own layout seed (its reset counter starts again at 0) and
+        # its own log folder.
+        logs = out / "logs" if restart == 0 else out / "logs" / f"restart_{restart}"
+        graph = SimGraph(logs, proof, seed=seed + restart * 1000, checkpoint=checkpoint, panda_config=args.config)
+        print(f"[evaluate] starting {', '.join(graph.names)} with {checkpoint} (logs in {logs})", flush=True)
+        graph.start()
+        client = SimClient(graph, record_images=not args.no_video, max_video_frames=max_video_frames)
+        client.say("")
+        client.wait_ready(args.startup_timeout, need_policy=True)
+        return graph, client
+
     rclpy.init()
-    client = None
+    graph: Optional[SimGraph] = None
+    client: Optional[SimClient] = None
+    restarts = 0
     results: dict = {"checkpoint": checkpoint, "swap_instructions": bool(args.swap_instructions),
                      "episodes_per_task": args.episodes_per_task, "seed": args.seed, "layout_seed": seed,
                      "tasks": {}}
     started = time.monotonic()
     try:
-        graph.start()
-        client = SimClient(graph, record_images=not args.no_video,
-                           max_video_frames=int(max(t.time_limit_s for t in tasks) * 12) + 50)
-        client.say("")
-        client.wait_ready(args.startup_timeout, need_policy=True)
+        graph, client = start_graph(0)
         for task in tasks:
             results["tasks"][task.name] = {"instruction": task.instruction, "episodes": []}
         for i in range(args.episodes_per_task):
             for task in tasks:  # interleaved: an interrupted run still covers every task
                 episode = _evaluate_episode(client, task, i, proof, rng, out, args)
+                if episode["status"] == "aborted" and restarts < args.max_restarts:
+                    # The arm ended where the executor may not move it from (outside its workspace
+                    # after a collision in the simulator, or faulted): start a fresh simulated
+                    # graph and run this episode again instead of aborting every later one.
+                    restarts += 1
+                    print(f"[evaluate] {task.name} #{i}: {episode['reason']}; restarting the simulated graph "
+                          f"({restarts}/{args.max_restarts}) and running the episode again", flush=True)
+                    client.close()
+                    client = None
+                    graph.stop()
+                    graph, client = start_graph(restarts)
+                    episode = _evaluate_episode(client, task, i, proof, rng, out, args)
                 results["tasks"][task.name]["episodes"].append(episode)
                 print(f"[evaluate] {task.name} #{i}: {episode['status']} ({episode['reason']}) "
                       f"given {episode['given_instruction']!r}", flush=True)
@@ -83,7 +105,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 pass
             client.close()
         rclpy.try_shutdown()
-        graph.stop()
+        if graph is not None:
+            graph.stop()
+    results["restarts"] = restarts
     results["elapsed_s"] = time.monotonic() - started
     all_latency = []
     for name, entry in results["tasks"].items():
@@ -178,7 +202,9 @@ def markdown(results: dict) -> str:
     mean = results.get("mean_success_rate")
     lines += ["", f"mean success {(mean or 0) * 100:.0f}%; planning latency over all chunks: "
               + (f"p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms, max {lat['max_ms']:.0f} ms ({lat['count']} chunks)"
-                 if lat else "n/a") + f"; wall time {results['elapsed_s']:.0f} s", ""]
+                 if lat else "n/a") + f"; wall time {results['elapsed_s']:.0f} s"
+              + (f"; simulated graph restarted {results['restarts']} time(s) after aborted episodes"
+                 if results.get("restarts") else ""), ""]
     return "\n".join(lines)
 
 
@@ -196,6 +222,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--config", default="", help="node parameters (default config/panda.yaml)")
     parser.add_argument("--proof-config", default="", help="default config/sim_proof.yaml")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--max-restarts", type=int, default=10,
+                        help="fresh simulated graphs started when an episode is aborted (arm not home, executor fault)")
     args = parser.parse_args(argv)
     if not pathlib.Path(args.checkpoint).is_dir():
         parser.error(f"checkpoint directory {args.checkpoint} does not exist")
