@@ -210,3 +210,57 @@ def test_config_rejects_bad_values():
         default_wrist_camera(look_at=(0.07, 0.0, 0.0))
     with pytest.raises(ValueError):
         SimWorldConfig(initial_joint_positions=(0.0,) * 6)
+    with pytest.raises(ValueError):
+        SimWorldConfig(command_wait_s=-0.01)
+
+
+_HOLDING_CLIENT = """
+import sys, time
+from vpp_hardware.arms.franka.franky_arm import FrankyArm, FrankyArmConfig
+arm = FrankyArm(FrankyArmConfig.franky_sim(sys.argv[1]))
+arm.connect()  # starts the 1 kHz impedance tracker, holding the measured pose
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("command_wait_s", [0.05, 0.0])
+def test_simulated_time_waits_for_a_stalled_arm_controller(command_wait_s):
+    import signal
+    import subprocess
+    import sys
+
+    world = SimWorld(SimWorldConfig(host=HOSTS[-1], fallback_hosts=HOSTS[1:-1], command_wait_s=command_wait_s,
+                                    cameras=()))
+    world.start()
+    client = subprocess.Popen([sys.executable, "-c", _HOLDING_CLIENT, world.host], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "holding"
+        time.sleep(0.3)
+
+        def sim_time_over(wall_s: float) -> float:
+            start = world.stats().sim_time_s
+            time.sleep(wall_s)
+            return world.stats().sim_time_s - start
+
+        # Thresholds far apart: a loaded CI machine simulates well below real time.
+        assert sim_time_over(0.5) > 0.05  # a controller answering every state: time runs
+        hand_before = world.hand_pose().position
+        client.send_signal(signal.SIGSTOP)  # the controller misses every 1 ms deadline
+        try:
+            stalled = sim_time_over(0.5)
+        finally:
+            client.send_signal(signal.SIGCONT)
+        assert sim_time_over(0.5) > 0.05  # and runs again once it answers
+        if command_wait_s > 0:
+            # Each unanswered state held physics for command_wait_s: ~10 steps in 0.5 s.
+            assert stalled < 0.03
+            assert 1 <= world.stats().stale_command_steps < 30
+            np.testing.assert_allclose(world.hand_pose().position, hand_before, atol=0.002)
+        else:
+            assert stalled > 0.05  # franky-sim's own behaviour: the arm integrates stale torques
+            assert world.stats().stale_command_steps > 50
+    finally:
+        client.kill()
+        client.wait()
+        world.stop()

@@ -75,3 +75,21 @@ def test_sim_proof_pipeline_smoke(tmp_path):
     proof = json.loads((out / "proof.json").read_text())
     assert set(proof["steps"]) >= {"record", "convert", "stage1", "stage2", "evaluate"}
     assert "Traceback" not in logs
+
+
+@pytest.mark.slow
+def test_recording_restarts_the_graph_when_the_arm_cannot_be_homed(tmp_path):
+    # A home pose nobody can reach to within 1 um: every homing fails, so the recorder restarts
+    # the simulated graph once and then gives up with a message, recording nothing from there.
+    proof_config = yaml.safe_load((REPO / "config" / "sim_proof.yaml").read_text())
+    proof_config.update(home_tolerance_m=1e-6, home_timeout_s=2.0)
+    (tmp_path / "sim_proof.yaml").write_text(yaml.safe_dump(proof_config))
+    out = tmp_path / "bags"
+    cmd = [sys.executable, "-m", "vpp_sim.record", "--tasks", "touch_red", "--episodes-per-task", "1",
+           "--output", str(out), "--proof-config", str(tmp_path / "sim_proof.yaml"), "--max-restarts", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "restarting the simulated graph (1/1)" in result.stdout, result.stdout + result.stderr
+    assert "cannot be homed" in result.stderr, result.stderr[-3000:]
+    assert (out / "logs" / "restart_1").is_dir()  # the second graph's node logs
+    assert not [p for p in out.glob("episode_*")]  # nothing recorded from a pose that was not home

@@ -43,19 +43,29 @@ def record(args: argparse.Namespace) -> dict:
     out = pathlib.Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    graph = SimGraph(out / "logs", proof, seed=args.seed, recorder_output=out, storage=args.storage,
-                     panda_config=args.config)
-    print(f"[record] starting {', '.join(graph.names)} (logs in {out / 'logs'})", flush=True)
-    rclpy.init()
-    client = None
-    summary: dict = {"tasks": {t.name: {"instruction": t.instruction, "kept": 0, "failed": 0, "episodes": []}
-                               for t in tasks},
-                     "seed": args.seed, "episodes_per_task": args.episodes_per_task, "output": str(out)}
-    started = time.monotonic()
-    try:
+
+    def start_graph(restart: int) -> tuple[SimGraph, SimClient]:
+        # A restarted world gets its own layout seed (its reset counter starts again at 0) and
+        # its own log folder; the recorder writes into the same output folder.
+        logs = out / "logs" if restart == 0 else out / "logs" / f"restart_{restart}"
+        graph = SimGraph(logs, proof, seed=args.seed + restart * 1000, recorder_output=out, storage=args.storage,
+                         panda_config=args.config)
+        print(f"[record] starting {', '.join(graph.names)} (logs in {logs})", flush=True)
         graph.start()
         client = SimClient(graph)
         client.wait_ready(args.startup_timeout, need_recorder=True)
+        return graph, client
+
+    rclpy.init()
+    graph: Optional[SimGraph] = None
+    client: Optional[SimClient] = None
+    summary: dict = {"tasks": {t.name: {"instruction": t.instruction, "kept": 0, "failed": 0, "episodes": []}
+                               for t in tasks},
+                     "seed": args.seed, "episodes_per_task": args.episodes_per_task, "output": str(out),
+                     "restarts": 0}
+    started = time.monotonic()
+    try:
+        graph, client = start_graph(0)
         total = len(tasks) * args.episodes_per_task
         kept_total = 0
         # Interleave tasks so an interrupted run still has every task.
@@ -67,6 +77,24 @@ def record(args: argparse.Namespace) -> dict:
             if not pending:
                 break
             for task in pending:
+                if not _home(client, proof, rng):
+                    if summary["restarts"] >= args.max_restarts:
+                        raise RuntimeError(f"the arm cannot be homed (EE at {np.round(client.ee[1], 3).tolist()}) "
+                                           f"and the graph was restarted {args.max_restarts} times already; "
+                                           f"see the node logs in {out / 'logs'}")
+                    # The arm ended where Cartesian moves cannot bring it back (a collision or an
+                    # unstable moment of the simulated arm): a demonstration from there would
+                    # teach nothing. Start a fresh simulated graph instead.
+                    summary["restarts"] += 1
+                    print(f"[record] restarting the simulated graph ({summary['restarts']}/{args.max_restarts})",
+                          flush=True)
+                    client.close()
+                    client = None
+                    graph.stop()
+                    graph, client = start_graph(summary["restarts"])
+                    if not _home(client, proof, rng):
+                        raise RuntimeError("the arm of a freshly started simulated graph cannot be homed; "
+                                           f"see the node logs in {out / 'logs'}")
                 attempts[task.name] += 1
                 episode = _record_episode(client, task, proof, rng, out, update_custom_data, args)
                 entry = summary["tasks"][task.name]
@@ -82,21 +110,30 @@ def record(args: argparse.Namespace) -> dict:
         if client is not None:
             client.close()
         rclpy.try_shutdown()
-        graph.stop()
+        if graph is not None:
+            graph.stop()
     summary["elapsed_s"] = time.monotonic() - started
     summary["kept"] = sum(t["kept"] for t in summary["tasks"].values())
     (out / "record_summary.json").write_text(json.dumps(summary, indent=2))
     lines = [f"{name}: kept {t['kept']}, failed {t['failed']}" for name, t in summary["tasks"].items()]
-    print(f"[record] done in {summary['elapsed_s']:.0f} s: " + "; ".join(lines), flush=True)
+    restarted = f" (simulated graph restarted {summary['restarts']} time(s))" if summary["restarts"] else ""
+    print(f"[record] done in {summary['elapsed_s']:.0f} s{restarted}: " + "; ".join(lines), flush=True)
     return summary
 
 
-def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, update_custom_data, args) -> dict:
-    cfg = proof.expert
+def _home(client: SimClient, proof, rng) -> bool:
+    """Home the arm to a jittered home pose; False (with a warning) when it does not get there."""
     home = jittered_home(proof, rng)
-    if not client.home(home, cfg, proof.home_tolerance_m, proof.home_timeout_s):
-        print(f"[record] warning: homing did not reach {np.round(home, 3).tolist()} "
-              f"(EE at {np.round(client.ee[1], 3).tolist()})", flush=True)
+    if client.home(home, proof.expert, proof.home_tolerance_m, proof.home_timeout_s):
+        return True
+    print(f"[record] warning: homing did not reach {np.round(home, 3).tolist()} "
+          f"(EE at {np.round(client.ee[1], 3).tolist()})", flush=True)
+    return False
+
+
+def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, update_custom_data, args) -> dict:
+    """One demonstration from the homed arm: reset the cubes, record the expert, keep or discard."""
+    cfg = proof.expert
     layout, resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
     client.spin_for(0.5)  # the (possibly lagging) cameras show the new layout before recording
     R = client.RecordEpisode.Request
@@ -185,6 +222,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--config", default="", help="node parameters (default config/panda.yaml)")
     parser.add_argument("--proof-config", default="", help="default config/sim_proof.yaml")
     parser.add_argument("--startup-timeout", type=float, default=240.0)
+    parser.add_argument("--max-restarts", type=int, default=10,
+                        help="restarts of the simulated graph when the arm cannot be homed before giving up")
     args = parser.parse_args(argv)
     summary = record(args)
     return 0 if summary["kept"] > 0 else 1

@@ -33,6 +33,8 @@ from vpp_ros.qos import SENSOR_QOS
 class SimWorldNodeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "loopback address of the libfranka server"})
     realtime: bool = field(default=True, metadata={"help": "pace physics against the host clock"})
+    command_wait_s: float = field(default=0.05, metadata={
+        "help": "during a motion, longest wait per physics step for the libfranka client's command [s]; 0: never wait"})
     seed: int = field(default=0, metadata={"help": "seed of the object placement on start and resets"})
     image_width: int = field(default=256, metadata={"help": "rendered image width [px]"})
     image_height: int = field(default=256, metadata={"help": "rendered image height [px]"})
@@ -118,6 +120,10 @@ class SimWorldServices:
         for pub in getattr(self, "frame_publishers", []):
             pub.stop()
         if getattr(self, "world", None) is not None:
+            stats = self.world.stats()
+            self.get_logger().info(
+                f"simulated {stats.sim_time_s:.1f} s at {stats.realtime_factor:.2f}x real time; "
+                f"{stats.stale_command_steps} physics steps of motions ran on a stale arm command")
             self.world.stop()
         return super().destroy_node()
 
@@ -129,7 +135,8 @@ class SimWorldNode(SimWorldServices, Node):
         cfg = self.cfg
         size = dict(width=cfg.image_width, height=cfg.image_height, fps=cfg.fps)
         cameras = (default_static_camera(**size, **cfg.static_camera_overrides()), default_wrist_camera(**size))
-        self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, seed=cfg.seed, cameras=cameras))
+        self.world = SimWorld(SimWorldConfig(host=cfg.host, realtime=cfg.realtime, command_wait_s=cfg.command_wait_s,
+                                             seed=cfg.seed, cameras=cameras))
         self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
         self.world.start()

@@ -67,6 +67,14 @@ class SimWorldConfig:
         fallback_hosts: further addresses tried in order when ``host``'s ports are taken
             (several simulations on one machine).
         realtime: pace physics at 1 kHz against the host clock; False runs as fast as possible.
+        command_wait_s: while a libfranka client runs a motion, each physics step waits up to
+            this long for the client's command answering the previous state before it
+            integrates (0: never wait, franky-sim's own behaviour). Why: a real Franka gets a
+            fresh torque every 1 ms or stops with a reflex; franky-sim instead keeps applying
+            the last torque, so a controller delayed by a busy CPU (a 2-core CI machine running
+            the renderer, ROS nodes and a policy) leaves the arm integrating stale torques, and
+            the impedance loop, effectively running with delay, went unstable (the arm thrashed
+            and ended folded over its base). Waiting slows simulated time instead.
         table_height_m: table top height above the floor (the robot base is mounted on it).
         objects: the free cubes on the table.
         object_region_x_m, object_region_y_m: where reset() may place object centres.
@@ -81,6 +89,7 @@ class SimWorldConfig:
     host: str = "127.0.0.1"
     fallback_hosts: tuple[str, ...] = ()
     realtime: bool = True
+    command_wait_s: float = 0.05
     table_height_m: float = 0.75
     objects: tuple[SimObjectConfig, ...] = field(default_factory=_default_objects)
     object_region_x_m: tuple[float, float] = (0.35, 0.65)
@@ -95,6 +104,8 @@ class SimWorldConfig:
     def __post_init__(self) -> None:
         if not self.host:
             raise ValueError("host must be a non-empty address")
+        if not _finite(self.command_wait_s) or not 0.0 <= self.command_wait_s <= 1.0:
+            raise ValueError(f"command_wait_s must be within [0, 1], got {self.command_wait_s!r}")
         if not _finite(self.table_height_m) or not 0.0 <= self.table_height_m <= 2.0:
             raise ValueError(f"table_height_m must be within [0, 2], got {self.table_height_m!r}")
         for label, region in (("x", self.object_region_x_m), ("y", self.object_region_y_m)):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 import threading
 import time
 from collections import deque
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 _PHYSICS_PERIOD_S = 0.001  # franky-sim's fixed MuJoCo time step
 _MAX_CATCH_UP_S = 0.05  # further behind than this, the pacer stops trying to catch up
+# Consecutive unanswered states after which a client counts as gone (hung, or killed without
+# closing its motion): the physics stops waiting for it until it answers again.
+_MAX_UNANSWERED_STATES = 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class SimWorldStats:
         render_time_p50_ms, render_time_p99_ms: per camera, over the last 1000 renders.
         physics_error: why the physics thread stopped, if it did.
         render_error: why the render thread stopped, if it did.
+        stale_command_steps: physics steps of a motion integrated with the previous command
+            because the libfranka client had not answered the last state (within
+            ``command_wait_s``, when that is > 0).
     """
 
     sim_time_s: float
@@ -82,6 +89,66 @@ class SimWorldStats:
     render_time_p99_ms: dict[str, float]
     physics_error: str | None
     render_error: str | None
+    stale_command_steps: int = 0
+
+
+class _CommandLockstep:
+    """Makes a physics step wait for the libfranka client's answer to the last state sent.
+
+    franky-sim's robot server hands each received UDP command to ``_handle_udp_command``; an
+    instance attribute of the same name counts them before passing them on (franky-sim offers
+    no public hook). Only motions are waited for: an idle client sends nothing.
+    """
+
+    def __init__(self, robot_server: Any, wait_s: float) -> None:
+        self._robot_server = robot_server
+        self._wait_s = wait_s
+        self.commands_received = 0
+        self._received_when_state_sent = 0
+        self._unanswered_in_a_row = 0
+        self.stale_command_steps = 0
+        handler = robot_server._handle_udp_command
+
+        def count_then_handle(command_data: bytes) -> None:
+            self.commands_received += 1
+            handler(command_data)
+
+        robot_server._handle_udp_command = count_then_handle
+
+    def await_answer(self, stop_event: threading.Event) -> None:
+        """Process the robot server's input until the client answered the last state (or timeout)."""
+        robot_server = self._robot_server
+        if self.commands_received > self._received_when_state_sent:
+            self._unanswered_in_a_row = 0
+            return
+        if robot_server.current_motion_id == 0 or not robot_server.udp_connected:
+            return  # no motion: nothing to answer
+        if self._wait_s > 0 and self._unanswered_in_a_row < _MAX_UNANSWERED_STATES:
+            deadline = time.monotonic() + self._wait_s
+            while not stop_event.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # The UDP socket is franky-sim's private attribute: without it, poll by sleeping.
+                udp_socket = getattr(robot_server, "_FrankaServer__udp_socket", None)
+                if udp_socket is not None:
+                    select.select([udp_socket], [], [], min(remaining, 0.005))
+                else:
+                    time.sleep(min(remaining, 0.0002))
+                robot_server.process_commands()
+                if self.commands_received > self._received_when_state_sent:
+                    self._unanswered_in_a_row = 0
+                    return
+                if robot_server.current_motion_id == 0:  # the motion ended (or was stopped) meanwhile
+                    return
+            self._unanswered_in_a_row += 1
+            if self._unanswered_in_a_row == _MAX_UNANSWERED_STATES:
+                logger.warning("the libfranka client stopped answering during a motion; the simulation runs "
+                               "on without waiting until it answers again")
+        self.stale_command_steps += 1
+
+    def state_sent(self) -> None:
+        self._received_when_state_sent = self.commands_received
 
 
 @dataclass
@@ -156,6 +223,7 @@ class SimWorld:
         # Hand-over of resets to the physics thread.
         self._pending_reset: dict[str, ObjectPose] | None = None
         self._reset_applied = threading.Event()
+        self._lockstep: list[_CommandLockstep] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,6 +292,8 @@ class SimWorld:
         self._sim, self._server = sim, server
         try:
             server.init()  # binds the ports, then compiles the model (sim.start())
+            self._lockstep = [_CommandLockstep(robot_server, config.command_wait_s)
+                              for robot_server in server.robot_servers]
             self._model, self._data = sim.model, sim.data
             self._resolve_addresses()
             self._apply_object_poses(self._sample_object_poses(self._rng))
@@ -467,7 +537,17 @@ class SimWorld:
         next_step_s = time.monotonic()
         try:
             while not self._stop_event.is_set():
-                server.run_once(realtime=False)
+                # franky-sim's SimulationServer.run_once (commands, step, state) without its
+                # sleep, plus the wait for the client's answer before integrating.
+                for robot_server in server.robot_servers:
+                    robot_server.process_commands()
+                for lockstep in self._lockstep:
+                    lockstep.await_answer(self._stop_event)
+                server.sim.step()
+                for robot_server in server.robot_servers:
+                    robot_server.send_state()
+                for lockstep in self._lockstep:
+                    lockstep.state_sent()
                 if not self.config.realtime:
                     continue
                 # Deadline pacing: sleep off what is left of this 1 ms, catch up small delays.
@@ -571,4 +651,5 @@ class SimWorld:
             render_time_p99_ms=p99,
             physics_error=self._physics_error,
             render_error=self._render_error,
+            stale_command_steps=sum(lockstep.stale_command_steps for lockstep in self._lockstep),
         )
