@@ -159,3 +159,20 @@ def test_bf16_on_cpu_runs_and_invalid_options_are_refused():
         PolicyEngine(policy, normalizers, dtype="int8")
     with pytest.raises(ValueError, match="'actions' with 7 dims"):
         PolicyEngine(policy, {"actions": _normalizers(6)["actions"]})
+
+
+def test_samples_per_plan_averages_draws_and_narrows_their_spread():
+    policy = build_policy("panda-tiny", seed=0)
+    normalizers = _normalizers(policy.action_dim)
+    observation = _observation(seed=3)
+    spreads = {}
+    for count in (1, 8):
+        engine = PolicyEngine(policy, normalizers, seed=5, samples_per_plan=count)
+        plans = np.stack([engine.plan(observation, "open the drawer") for _ in range(6)])
+        assert plans.shape == (6, 10, 7) and np.isfinite(plans).all()
+        spreads[count] = float(plans.std(axis=0).mean())
+    # The mean of 8 independent draws spreads ~1/sqrt(8) as far as one draw does.
+    assert spreads[8] < 0.6 * spreads[1], spreads
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="samples_per_plan"):
+            PolicyEngine(policy, normalizers, samples_per_plan=bad)

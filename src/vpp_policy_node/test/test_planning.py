@@ -159,3 +159,9 @@ def test_loop_plans_ahead_only_while_an_instruction_is_active():
 def test_cpu_settings_are_validated(nice, threads):
     with pytest.raises(ValueError, match="process_nice"):
         PolicyNodeConfig(process_nice=nice, torch_threads=threads)
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_samples_per_plan_is_validated(count):
+    with pytest.raises(ValueError, match="samples_per_plan must be >= 1"):
+        PolicyNodeConfig(samples_per_plan=count)

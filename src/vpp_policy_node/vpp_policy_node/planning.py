@@ -43,6 +43,8 @@ class PolicyNodeConfig:
         default=(0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 1.0),
         metadata={"help": "no checkpoint only: action value a random output of +1 maps to"})
     sampling_steps: int = field(default=0, metadata={"help": "diffusion steps per plan; 0: the checkpoint's"})
+    samples_per_plan: int = field(default=1, metadata={
+        "help": "chunks drawn per observation and averaged (1: one draw, as trained; >1 only for unimodal tasks)"})
     torch_threads: int = field(default=0, metadata={
         "help": "CPU threads for inference; 0: torch's default (every core)"})
     process_nice: int = field(default=0, metadata={
@@ -76,6 +78,8 @@ class PolicyNodeConfig:
             raise ValueError(f"{len(self.view_names)} view_names but {len(self.image_topics)} image_topics")
         if self.action_dt <= 0 or self.replan_after_steps < 1:
             raise ValueError("action_dt must be > 0 and replan_after_steps >= 1")
+        if self.samples_per_plan < 1:
+            raise ValueError(f"samples_per_plan must be >= 1, got {self.samples_per_plan}")
         if not 0 <= self.process_nice <= 19 or self.torch_threads < 0:
             raise ValueError(f"process_nice must be in [0, 19] and torch_threads >= 0, got {self.process_nice} "
                              f"and {self.torch_threads}")

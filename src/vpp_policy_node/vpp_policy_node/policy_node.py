@@ -77,7 +77,8 @@ def load_planner(cfg: PolicyNodeConfig, log):
 
     device, dtype = _resolve_device_dtype(cfg)
     options = dict(device=device, dtype=dtype, compile=cfg.compile, seed=cfg.seed,
-                   resize_images=cfg.resize_images, sampling_steps=cfg.sampling_steps or None)
+                   resize_images=cfg.resize_images, sampling_steps=cfg.sampling_steps or None,
+                   samples_per_plan=cfg.samples_per_plan)
     if cfg.checkpoint:
         log.info(f"loading checkpoint {cfg.checkpoint} on {device} ({dtype})")
         engine = PolicyEngine.from_checkpoint(cfg.checkpoint, **options)
