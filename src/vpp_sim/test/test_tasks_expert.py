@@ -156,3 +156,21 @@ def test_proof_config_and_converter_settings(tmp_path):
     assert config.image_size == proof.convert_overrides["image_size"]
     assert config.sync.max_camera_skew_s == proof.convert_overrides["sync"]["max_camera_skew_s"]
     assert config.fps == 10.0 and config.horizon == proof.expert.horizon
+
+
+def test_expert_descends_into_the_cube_before_it_is_exactly_above_it():
+    cfg = ExpertConfig()
+    cube = [0.5, 0.0, H]
+    expert = ScriptedExpert(get_task("touch_red"), cfg, np.random.default_rng(0))
+    expert.offset[:] = 0.0
+    goal_z = 2 * H + cfg.touch_height_m
+    # 3 cm beside the goal (outside the alignment tolerance), 4 cm above it.
+    start = np.array([0.47, 0.0, goal_z + 0.04])
+    poses, _ = actions_to_poses(_pose(start), expert.plan(_pose(start), {"red_cube": cube, "blue_cube": [0.5, 0.2, H]}))
+    path = poses[:, :3, 3]
+    assert np.all(np.diff(path[:, 2]) <= 1e-9) and path[-1, 2] < start[2] - 0.02  # down from the first step
+    assert np.all(np.diff(path[:, 0]) >= -1e-9)  # while closing in on the cube
+    # From far away it first reaches the cone's rim, cfg.pre_height_m-ish above the goal.
+    far = np.array([0.3, 0.0, 0.25])
+    rim = expert.waypoints(far, {"red_cube": cube, "blue_cube": [0.5, 0.2, H]})[0]
+    assert rim[0] < 0.5 - 0.02 and rim[2] == pytest.approx(goal_z + expert.pre_height)
