@@ -34,7 +34,7 @@ def test_sim_proof_pipeline_smoke(tmp_path):
     out = tmp_path / "proof"
     cmd = [sys.executable, "-m", "vpp_sim.proof", "--output", str(out), "--episodes-per-task", "1",
            "--proof-config", str(tmp_path / "sim_proof.yaml"),
-           "--eval-tasks", "touch_red", "--eval-episodes", "1", "--eval-time-limit", "3", "--no-swap",
+           "--eval-tasks", "touch_red", "--eval-episodes", "1", "--eval-time-limit", "3",
            "--train-config", "tiny",
            "--stage1-overrides", "run.max_steps=2", "run.checkpoint_every=2", "cache_latents=false",
            "--stage2-overrides", "run.max_steps=2", "run.checkpoint_every=2", "feature_cache.enabled=false",
@@ -72,8 +72,16 @@ def test_sim_proof_pipeline_smoke(tmp_path):
     assert task["planning_latency"]["count"] >= 1
     assert (out / "eval_seen" / task["episodes"][0]["video"]).stat().st_size > 1000
     assert (out / "eval_seen" / "results.md").is_file()
+    # The same with another task's instruction: scored on the original task, and on whether the
+    # policy did what the given instruction said.
+    swapped = json.loads((out / "eval_swapped" / "results.json").read_text())
+    episode = swapped["tasks"]["touch_red"]["episodes"][0]
+    assert swapped["swap_instructions"] and episode["given_instruction"] != "touch the red cube"
+    assert isinstance(episode["given_instruction_done"], bool)
+    assert 0.0 <= swapped["given_instruction_done_rate"] <= 1.0
+    assert "did what the swapped instruction said" in (out / "eval_swapped" / "results.md").read_text()
     proof = json.loads((out / "proof.json").read_text())
-    assert set(proof["steps"]) >= {"record", "convert", "stage1", "stage2", "evaluate"}
+    assert set(proof["steps"]) >= {"record", "convert", "stage1", "stage2", "evaluate", "evaluate_swapped"}
     assert "Traceback" not in logs
 
 

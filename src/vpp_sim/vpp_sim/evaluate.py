@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 
 from vpp_sim.session import SimClient, SimGraph, frames_to_video, jittered_home, load_proof_config, percentiles_ms
-from vpp_sim.tasks import TASKS, TaskMonitor, TaskStatus, resolve_tasks
+from vpp_sim.tasks import TASKS, TaskMonitor, TaskStatus, resolve_tasks, task_for_instruction
 
 
 def swapped_instruction(task_name: str, episode: int) -> str:
@@ -116,12 +116,18 @@ def evaluate(args: argparse.Namespace) -> dict:
         successes = sum(e["status"] == TaskStatus.SUCCESS for e in episodes)
         latencies = [v for e in episodes for v in e.pop("_planning_latencies", [])]
         all_latency += latencies
+        if results["swap_instructions"]:
+            entry["given_instruction_done"] = sum(bool(e.get("given_instruction_done")) for e in episodes)
         entry.update({"episodes_run": len(episodes), "successes": successes,
                       "success_rate": successes / len(episodes) if episodes else None,
                       "planning_latency": percentiles_ms(latencies)})
     results["planning_latency"] = percentiles_ms(all_latency)
     rates = [e["success_rate"] for e in results["tasks"].values() if e["success_rate"] is not None]
     results["mean_success_rate"] = float(np.mean(rates)) if rates else None
+    if results["swap_instructions"]:
+        run = sum(e["episodes_run"] for e in results["tasks"].values())
+        done = sum(e["given_instruction_done"] for e in results["tasks"].values())
+        results["given_instruction_done_rate"] = done / run if run else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print((out / "results.md").read_text(), flush=True)
@@ -142,18 +148,23 @@ def _evaluate_episode(client: SimClient, task, index: int, proof, rng, out: path
         reason = f"arm not back home within {proof.home_timeout_s:.0f} s ({away * 100:.0f} cm away)"
         print(f"[evaluate] {task.name} #{index}: aborted: {reason}", flush=True)
         return {"episode": index, "status": "aborted", "reason": reason, "given_instruction": given,
-                "duration_s": 0.0, "time_to_success_s": None, "chunks": 0, "min_target_distance_m": None,
+                "given_instruction_done": None, "duration_s": 0.0, "time_to_success_s": None, "chunks": 0, "min_target_distance_m": None,
                 "layout": {}, "video": None, "_planning_latencies": []}
     layout, _resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
     client.spin_for(0.3)
     monitor = TaskMonitor(task)
+    # With a swapped instruction, also check whether the policy did what it was told (touched the
+    # cube it was told to touch): the surest sign that it reads the instruction.
+    given_task = task_for_instruction(given)
+    given_monitor = TaskMonitor(given_task) if given_task is not None and given_task.name != task.name else None
     client.take_frames()
     first_chunk = len(client.policy_chunks)
     client.say(given)
     t0 = time.monotonic()
     end = t0 + task.time_limit_s + 1.0
     aborted = ""
-    while monitor.status == TaskStatus.RUNNING and time.monotonic() < end:
+    while (monitor.status == TaskStatus.RUNNING and time.monotonic() < end
+           and not (given_monitor is not None and given_monitor.status == TaskStatus.SUCCESS)):
         client.spin_for(0.05)
         client.check_graph()
         if client.executor_faulted():
@@ -162,6 +173,8 @@ def _evaluate_episode(client: SimClient, task, index: int, proof, rng, out: path
             break
         if client.ee is not None and client.objects is not None:
             monitor.update(client.now(), client.ee[1], client.objects[1])
+            if given_monitor is not None:
+                given_monitor.update(client.now(), client.ee[1], client.objects[1])
     if monitor.status == TaskStatus.SUCCESS:
         client.spin_for(0.5)  # a little after the touch in the video
     client.say("")
@@ -178,7 +191,9 @@ def _evaluate_episode(client: SimClient, task, index: int, proof, rng, out: path
         status = "aborted"
     return {"episode": index, "status": status,
             "reason": aborted or monitor.reason or "no success before the time limit",
-            "given_instruction": given, "duration_s": round(duration, 2),
+            "given_instruction": given,
+            "given_instruction_done": (given_monitor.status == TaskStatus.SUCCESS) if given_monitor else None,
+            "duration_s": round(duration, 2),
             "time_to_success_s": monitor.summary()["duration_s"], "chunks": len(chunks),
             "min_target_distance_m": monitor.summary()["min_target_distance_m"],
             "layout": {k: [round(float(x), 4) for x in v] for k, v in layout.items()},
@@ -191,16 +206,24 @@ def markdown(results: dict) -> str:
              f"checkpoint `{results['checkpoint']}`, {results['episodes_per_task']} episodes per task, "
              f"held-out layout seed {results['layout_seed']}", "",
              "| task | instruction | success | planning p50 / p90 |", "|---|---|---|---|"]
+    swapped = results["swap_instructions"]
+    if swapped:
+        lines[-2:] = ["| task | instruction | success | did what the swapped instruction said | planning p50 / p90 |",
+                      "|---|---|---|---|---|"]
     for name, entry in results["tasks"].items():
         lat = entry.get("planning_latency") or {}
         rate = entry.get("success_rate")
         lines.append(f"| {name} | {entry['instruction']} | {entry['successes']}/{entry['episodes_run']}"
                      f" ({(rate or 0) * 100:.0f}%)"
                      + (f", {entry['aborted']} aborted (not counted; reasons in results.json)" if entry.get("aborted") else "") + " | "
+                     + (f"{entry['given_instruction_done']}/{entry['episodes_run']} | " if swapped else "")
                      + (f"{lat['p50_ms']:.0f} / {lat['p90_ms']:.0f} ms" if lat else "n/a") + " |")
     lat = results.get("planning_latency") or {}
     mean = results.get("mean_success_rate")
-    lines += ["", f"mean success {(mean or 0) * 100:.0f}%; planning latency over all chunks: "
+    followed = results.get("given_instruction_done_rate")
+    lines += ["", f"mean success {(mean or 0) * 100:.0f}%; "
+              + (f"did what the swapped instruction said in {followed * 100:.0f}% of the episodes; " if followed is not None else "")
+              + "planning latency over all chunks: "
               + (f"p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms, max {lat['max_ms']:.0f} ms ({lat['count']} chunks)"
                  if lat else "n/a") + f"; wall time {results['elapsed_s']:.0f} s"
               + (f"; simulated graph restarted {results['restarts']} time(s) after aborted episodes"

@@ -133,6 +133,7 @@ def run_proof(args: argparse.Namespace) -> dict:
                 results = json.loads(path.read_text())
                 summary[f"eval_{name}"] = {
                     "mean_success_rate": results.get("mean_success_rate"),
+                    "given_instruction_done_rate": results.get("given_instruction_done_rate"),
                     "per_task": {k: v.get("success_rate") for k, v in results["tasks"].items()},
                     "planning_latency": results.get("planning_latency")}
         summary["train_minutes"] = round(sum(timings.get(s, {}).get("seconds", 0.0)
@@ -155,6 +156,9 @@ def markdown(summary: dict) -> str:
                   "| task | success |", "|---|---|"]
         for task, rate in entry["per_task"].items():
             lines.append(f"| {task} | {'n/a' if rate is None else f'{rate * 100:.0f}%'} |")
+        followed = entry.get("given_instruction_done_rate")
+        if followed is not None:
+            lines.append(f"\ndid what the swapped instruction said in {followed * 100:.0f}% of the episodes")
         lat = entry.get("planning_latency") or {}
         if lat:
             lines.append(f"\nplanning latency p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms")
