@@ -11,7 +11,6 @@ never in a subscription callback.
 from __future__ import annotations
 
 import os
-
 import sys
 import time
 from typing import Optional

@@ -30,7 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from vpp_sim.session import SimClient, SimGraph, frames_to_video, jittered_home, load_proof_config, percentiles_ms
+from vpp_sim.session import (SimClient, SimGraph, frames_to_video, jittered_home, load_proof_config,
+                             percentiles_ms, start_session)
 from vpp_sim.tasks import TASKS, TaskMonitor, TaskStatus, resolve_tasks, task_for_instruction
 
 
@@ -55,15 +56,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     max_video_frames = int(max(t.time_limit_s for t in tasks) * 12) + 50
 
     def start_graph(restart: int) -> tuple[SimGraph, SimClient]:
-        # A restarted world gets its own layout seed (its reset counter starts again at 0) and
-        # its own log folder.
-        logs = out / "logs" if restart == 0 else out / "logs" / f"restart_{restart}"
-        graph = SimGraph(logs, proof, seed=seed + restart * 1000, checkpoint=checkpoint, panda_config=args.config)
-        print(f"[evaluate] starting {', '.join(graph.names)} with {checkpoint} (logs in {logs})", flush=True)
-        graph.start()
-        client = SimClient(graph, record_images=not args.no_video, max_video_frames=max_video_frames)
-        client.say("")
-        client.wait_ready(args.startup_timeout, need_policy=True)
+        graph, client = start_session(out, restart, proof, seed, "evaluate", args.startup_timeout,
+                                      dict(checkpoint=checkpoint, panda_config=args.config),
+                                      dict(record_images=not args.no_video, max_video_frames=max_video_frames),
+                                      need_policy=True, note=f" with {checkpoint}")
+        client.say("")  # the policy idles until an episode gives it an instruction
         return graph, client
 
     rclpy.init()
@@ -148,8 +145,8 @@ def _evaluate_episode(client: SimClient, task, index: int, proof, rng, out: path
         reason = f"arm not back home within {proof.home_timeout_s:.0f} s ({away * 100:.0f} cm away)"
         print(f"[evaluate] {task.name} #{index}: aborted: {reason}", flush=True)
         return {"episode": index, "status": "aborted", "reason": reason, "given_instruction": given,
-                "given_instruction_done": None, "duration_s": 0.0, "time_to_success_s": None, "chunks": 0, "min_target_distance_m": None,
-                "layout": {}, "video": None, "_planning_latencies": []}
+                "given_instruction_done": None, "duration_s": 0.0, "time_to_success_s": None, "chunks": 0,
+                "min_target_distance_m": None, "layout": {}, "video": None, "_planning_latencies": []}
     layout, _resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
     client.spin_for(0.3)
     monitor = TaskMonitor(task)

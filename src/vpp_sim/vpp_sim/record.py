@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from vpp_sim.expert import ScriptedExpert
-from vpp_sim.session import SimClient, SimGraph, jittered_home, load_proof_config
+from vpp_sim.session import SimClient, SimGraph, jittered_home, load_proof_config, start_session
 from vpp_sim.tasks import TaskMonitor, TaskStatus, resolve_tasks
 
 
@@ -45,16 +45,10 @@ def record(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
 
     def start_graph(restart: int) -> tuple[SimGraph, SimClient]:
-        # A restarted world gets its own layout seed (its reset counter starts again at 0) and
-        # its own log folder; the recorder writes into the same output folder.
-        logs = out / "logs" if restart == 0 else out / "logs" / f"restart_{restart}"
-        graph = SimGraph(logs, proof, seed=args.seed + restart * 1000, recorder_output=out, storage=args.storage,
-                         panda_config=args.config)
-        print(f"[record] starting {', '.join(graph.names)} (logs in {logs})", flush=True)
-        graph.start()
-        client = SimClient(graph)
-        client.wait_ready(args.startup_timeout, need_recorder=True)
-        return graph, client
+        # The recorder of every graph writes into the same output folder.
+        return start_session(out, restart, proof, args.seed, "record", args.startup_timeout,
+                             dict(recorder_output=out, storage=args.storage, panda_config=args.config), {},
+                             need_recorder=True)
 
     rclpy.init()
     graph: Optional[SimGraph] = None

@@ -342,6 +342,37 @@ class SimClient:
         self.node.destroy_node()
 
 
+#: A restarted graph's world gets the layout seed ``seed + restart * RESTART_SEED_STRIDE``: its
+#: reset counter starts again at 0, and the layouts must not repeat the first graph's.
+RESTART_SEED_STRIDE = 1000
+
+
+def start_session(out: pathlib.Path, restart: int, proof: SimProofConfig, seed: int, tag: str,
+                  startup_timeout_s: float, graph_options: dict[str, Any], client_options: dict[str, Any],
+                  need_policy: bool = False, need_recorder: bool = False,
+                  note: str = "") -> tuple[SimGraph, SimClient]:
+    """Start the simulated graph and the orchestrating client, and wait until the graph is ready.
+
+    ``restart`` 0 is the first graph (node logs in ``out/logs``); restart N (a fresh graph after
+    the arm could not be brought home) logs to ``out/logs/restart_N`` and uses its own layout seed.
+    A graph that fails to come up is stopped before the error propagates.
+    """
+    logs = out / "logs" if restart == 0 else out / "logs" / f"restart_{restart}"
+    graph = SimGraph(logs, proof, seed=seed + restart * RESTART_SEED_STRIDE, **graph_options)
+    print(f"[{tag}] starting {', '.join(graph.names)}{note} (logs in {logs})", flush=True)
+    client = None
+    try:
+        graph.start()
+        client = SimClient(graph, **client_options)
+        client.wait_ready(startup_timeout_s, need_policy=need_policy, need_recorder=need_recorder)
+    except BaseException:
+        if client is not None:
+            client.close()
+        graph.stop()
+        raise
+    return graph, client
+
+
 def jittered_home(proof: SimProofConfig, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(proof.home_position_m, dtype=float) + rng.uniform(-1, 1, 3) * np.asarray(proof.home_jitter_m)
 
