@@ -30,6 +30,9 @@ def test_sim_proof_pipeline_smoke(tmp_path):
     proof_config = yaml.safe_load((REPO / "config" / "sim_proof.yaml").read_text())
     proof_config["max_frame_gap_s"] = 10.0
     proof_config["convert_overrides"]["sync"].update(max_camera_skew_s=10.0, max_camera_gap_s=10.0)
+    # Every demonstration starts beside its goal (the full run: a quarter of them), so that path
+    # through the graph is exercised on every run.
+    proof_config["near_goal_start_fraction"] = 1.0
     (tmp_path / "sim_proof.yaml").write_text(yaml.safe_dump(proof_config))
     out = tmp_path / "proof"
     cmd = [sys.executable, "-m", "vpp_sim.proof", "--output", str(out), "--episodes-per-task", "1",
@@ -52,6 +55,7 @@ def test_sim_proof_pipeline_smoke(tmp_path):
             if episode["kept"]:
                 meta = (out / "bags" / episode["bag"] / "metadata.yaml").read_text()
                 assert "vpp.instruction" in meta and "vpp.outcome: success" in meta
+                assert episode["start"] == "near_goal" and "vpp.start: near_goal" in meta
     # Dataset (C3) from the bags.
     info = json.loads((out / "dataset" / "meta" / "info.json").read_text())
     assert info["embodiment"] == "panda" and info["episodes"] >= 1 and info["image_size"] == 128

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vpp_core.action_space import actions_to_poses, get_action_space, pose_from_pos_quat
-from vpp_sim.expert import DOWN_ROTATION, ExpertConfig, ScriptedExpert, home_chunk, polyline_targets
+from vpp_sim.expert import DOWN_ROTATION, ExpertConfig, ScriptedExpert, home_chunk, near_goal_start, polyline_targets
 from vpp_sim.tasks import CUBE_HALF_SIZE_M, TASKS, TaskMonitor, TaskStatus, get_task, resolve_tasks, task_for_instruction
 
 H = CUBE_HALF_SIZE_M
@@ -86,13 +86,13 @@ def test_polyline_targets_walk_at_constant_speed():
     np.testing.assert_allclose(out[9], [0.1, 0.1, 0])  # stops at the end
 
 
-def _simulate(task_name: str, red, blue, steps: int = 200, seed: int = 0):
+def _simulate(task_name: str, red, blue, steps: int = 200, seed: int = 0, expert=None, start=(0.45, 0.0, 0.25)):
     """Closed loop of the expert around a perfect point robot; the fingertip shoves cubes it hits."""
     task = get_task(task_name)
     cfg = ExpertConfig()
-    expert = ScriptedExpert(task, cfg, np.random.default_rng(seed))
+    expert = expert or ScriptedExpert(task, cfg, np.random.default_rng(seed))
     objects = {"red_cube": np.array(red, float), "blue_cube": np.array(blue, float)}
-    ee = np.array([0.45, 0.0, 0.25])
+    ee = np.array(start, dtype=float)
     monitor = TaskMonitor(task)
     space = get_action_space("panda")
     t = 0.0
@@ -174,3 +174,46 @@ def test_expert_descends_into_the_cube_before_it_is_exactly_above_it():
     far = np.array([0.3, 0.0, 0.25])
     rim = expert.waypoints(far, {"red_cube": cube, "blue_cube": [0.5, 0.2, H]})[0]
     assert rim[0] < 0.5 - 0.02 and rim[2] == pytest.approx(goal_z + expert.pre_height)
+
+
+@pytest.mark.parametrize("task_name", ["touch_red", "touch_blue", "push_red_left"])
+def test_near_goal_starts_are_off_the_goal_clear_of_the_cubes_and_solvable(task_name):
+    task = get_task(task_name)
+    rng = np.random.default_rng(3)
+    distances, found = [], 0
+    for _ in range(40):
+        red = np.array([rng.uniform(0.35, 0.65), rng.uniform(-0.25, 0.25), H])
+        blue = np.array([rng.uniform(0.35, 0.65), rng.uniform(-0.25, 0.25), H])
+        objects = {"red_cube": red, "blue_cube": blue}
+        if np.linalg.norm((red - blue)[:2]) < 0.08 or not task.layout_ok(objects):
+            continue
+        expert = ScriptedExpert(task, ExpertConfig(), rng)
+        start = near_goal_start(expert, objects, rng, (0.03, 0.08), (0.005, 0.07))
+        if start is None:
+            continue
+        found += 1
+        goal, _ = expert.approach_goal(objects)
+        target, other = objects[task.target], objects[task.distractor]
+        offset = float(np.linalg.norm((start - goal)[:2]))
+        assert 0.03 - 1e-9 <= offset <= 0.08 + 1e-9 and goal[2] + 0.005 - 1e-9 <= start[2] <= goal[2] + 0.07 + 1e-9
+        distances.append(offset)
+        # Not already a success, not inside or against a cube, not on the push's path.
+        monitor = TaskMonitor(task)
+        assert monitor.update(0.0, start, objects) == TaskStatus.RUNNING
+        assert start[2] > 2 * H + 0.015 or np.linalg.norm((start - target)[:2]) >= 0.06
+        assert np.linalg.norm((start - other)[:2]) >= 0.10
+        if task.kind == "push":
+            assert (start - target)[:2] @ np.asarray(task.push_direction) <= -0.03
+        # The expert finishes the task from there.
+        result = _simulate(task_name, red, blue, expert=expert, start=start)
+        assert result.status == TaskStatus.SUCCESS, (start, result.summary())
+    assert found >= 20
+    assert max(distances) - min(distances) > 0.03  # spread over the range, not one fixed offset
+
+
+def test_near_goal_start_gives_up_when_nothing_qualifies():
+    task = get_task("touch_red")
+    # The distractor sits on the goal: every candidate is within 10 cm of it.
+    objects = {"red_cube": np.array([0.5, 0.0, H]), "blue_cube": np.array([0.5, 0.0, H])}
+    expert = ScriptedExpert(task, ExpertConfig(), np.random.default_rng(0))
+    assert near_goal_start(expert, objects, np.random.default_rng(0), (0.03, 0.08), (0.005, 0.07)) is None

@@ -29,7 +29,7 @@ import numpy as np
 from vpp_core.action_space import get_action_space, poses_to_actions
 from vpp_sim.tasks import CUBE_HALF_SIZE_M, Task
 
-__all__ = ["DOWN_ROTATION", "ExpertConfig", "ScriptedExpert", "polyline_targets", "home_chunk"]
+__all__ = ["DOWN_ROTATION", "ExpertConfig", "ScriptedExpert", "polyline_targets", "home_chunk", "near_goal_start"]
 
 #: Gripper pointing down, fingers along y: franky-sim's FR3 start orientation (base frame).
 DOWN_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
@@ -110,31 +110,36 @@ class ScriptedExpert:
         self.pre_height = cfg.pre_height_m + rng.uniform(-cfg.height_jitter_m, cfg.height_jitter_m)
         self.offset = np.append(rng.uniform(-cfg.offset_jitter_m, cfg.offset_jitter_m, size=2), 0.0)
 
+    def approach_goal(self, objects: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, float]:
+        """The point the approach cone leads into (a cube top, the spot behind a cube) and the
+        cone's height above it."""
+        task, cfg = self.task, self.cfg
+        cube = np.asarray(objects[task.target], dtype=float)
+        top_z = cube[2] + CUBE_HALF_SIZE_M
+        if task.kind == "touch":
+            return np.array([cube[0], cube[1], top_z + cfg.touch_height_m]) + self.offset, self.pre_height
+        if task.kind == "push":
+            direction = np.append(np.asarray(task.push_direction, dtype=float), 0.0)
+            behind = cube - direction * cfg.push_backoff_m + self.offset
+            low = np.array([behind[0], behind[1], cfg.push_height_m])
+            return low, float(top_z + self.pre_height - low[2])
+        raise ValueError(f"unknown task kind {task.kind!r}")
+
     def waypoints(self, ee_position: np.ndarray, objects: Mapping[str, Sequence[float]]) -> list[np.ndarray]:
         """Where to go from ``ee_position``, given the current object positions."""
         task, cfg = self.task, self.cfg
         p = np.asarray(ee_position, dtype=float)
-        cube = np.asarray(objects[task.target], dtype=float)
-        top_z = cube[2] + CUBE_HALF_SIZE_M
-        if task.kind == "touch":
-            goal = np.array([cube[0], cube[1], top_z + cfg.touch_height_m]) + self.offset
-            above = goal + np.array([0.0, 0.0, self.pre_height])
-        elif task.kind == "push":
+        goal, clearance = self.approach_goal(objects)
+        if task.kind == "push":
             direction = np.append(np.asarray(task.push_direction, dtype=float), 0.0)
-            behind = cube - direction * cfg.push_backoff_m + self.offset
-            low = np.array([behind[0], behind[1], cfg.push_height_m])
-            rel = p - low
+            rel = p - goal
             along = float(rel @ direction)
             across = float(np.linalg.norm(rel[:2] - along * direction[:2]))
             if p[2] < cfg.push_height_m + 0.02 and across < 0.02 and along > -0.02:
                 # In contact position behind the cube: push through it.
-                ahead = cube + direction * cfg.push_ahead_m
+                ahead = np.asarray(objects[task.target], dtype=float) + direction * cfg.push_ahead_m
                 return [np.array([ahead[0], ahead[1], cfg.push_height_m])]
-            goal = low
-            above = np.array([low[0], low[1], top_z + self.pre_height])
-        else:
-            raise ValueError(f"unknown task kind {task.kind!r}")
-        return self._approach(p, goal, float(above[2] - goal[2]))
+        return self._approach(p, goal, clearance)
 
     def _approach(self, p: np.ndarray, goal: np.ndarray, clearance: float) -> list[np.ndarray]:
         """Waypoints from ``p`` into ``goal``: over the cone ``z = goal_z + min(clearance, slope * d)``.
@@ -164,3 +169,45 @@ class ScriptedExpert:
         p = np.asarray(reference_pose, dtype=float)[:3, 3]
         positions = polyline_targets(p, self.waypoints(p, objects), self.speed * self.cfg.dt, self.cfg.horizon)
         return _chunk(reference_pose, positions, self.cfg.gripper)
+
+
+#: Where the cubes can be and the arm may start an episode (base frame, x and |y| bounds).
+START_REGION_X_M = (0.30, 0.72)
+START_REGION_MAX_ABS_Y_M = 0.35
+
+
+def near_goal_start(expert: ScriptedExpert, objects: Mapping[str, Sequence[float]], rng: np.random.Generator,
+                    distance_range_m: Sequence[float] = (0.03, 0.08),
+                    height_range_m: Sequence[float] = (0.005, 0.07),
+                    max_tries: int = 500) -> Optional[np.ndarray]:
+    """A start position beside ``expert``'s approach goal, off the path it takes from home.
+
+    Demonstrations that all start at home only show the last centimetres into a cube along the
+    expert's own cone; a policy a few cm off there meets states no demonstration covers (session
+    7's policy hovered 3-4 cm beside the cube until the time limit). Episodes started from here
+    show the expert correcting from such offsets. The point is ``distance_range_m`` (xy) from the
+    goal, ``height_range_m`` above it, outside the touch radius, clear of the target cube's body,
+    behind the cube for a push (never on its path), 10 cm from the other cube. None if no draw
+    of ``max_tries`` qualifies.
+    """
+    task = expert.task
+    goal, _ = expert.approach_goal(objects)
+    target = np.asarray(objects[task.target], dtype=float)
+    other = np.asarray(objects[task.distractor], dtype=float)
+    top = target + np.array([0.0, 0.0, CUBE_HALF_SIZE_M])
+    for _ in range(max_tries):
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        distance = rng.uniform(*distance_range_m)
+        p = goal + np.array([distance * np.cos(angle), distance * np.sin(angle), rng.uniform(*height_range_m)])
+        if not (START_REGION_X_M[0] <= p[0] <= START_REGION_X_M[1] and abs(p[1]) <= START_REGION_MAX_ABS_Y_M):
+            continue
+        if task.kind == "touch" and np.linalg.norm(p - top) < task.touch_radius_m + 0.01:
+            continue
+        if p[2] < top[2] + 0.015 and np.linalg.norm((p - target)[:2]) < 0.06:
+            continue
+        if task.kind == "push" and float((p - target)[:2] @ np.asarray(task.push_direction, dtype=float)) > -0.03:
+            continue
+        if np.linalg.norm((p - other)[:2]) < 0.10:
+            continue
+        return p
+    return None

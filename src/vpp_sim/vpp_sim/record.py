@@ -4,7 +4,9 @@
 
 Starts sim world (franky-sim + cameras), Franka executor and recorder from config/panda.yaml
 (+ config/sim_proof.yaml's simulation overrides). Per episode: home the arm through the executor,
-reset the cubes (seeded: sim_world's ``seed`` parameter, one reset after another), START the
+reset the cubes (seeded: sim_world's ``seed`` parameter, one reset after another), for a
+fraction of episodes (``near_goal_start_fraction`` / ``--near-goal-fraction``) move the arm,
+unrecorded, to a start beside the task's goal (``vpp_sim.expert.near_goal_start``), START the
 recorder with the instruction, publish it on /task_language, let the scripted expert drive the
 executor with action chunks until the task's success check (from the simulator's object poses
 and the measured EE pose) passes, then STOP (kept, ``vpp.outcome: success``) or DISCARD a
@@ -23,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from vpp_sim.expert import ScriptedExpert
+from vpp_sim.expert import ScriptedExpert, near_goal_start
 from vpp_sim.session import SimClient, SimGraph, jittered_home, load_proof_config, start_session
 from vpp_sim.tasks import TaskMonitor, TaskStatus, resolve_tasks
 
@@ -125,17 +127,39 @@ def _home(client: SimClient, proof, rng) -> bool:
     return False
 
 
+def _move_to_start(client: SimClient, position: np.ndarray, proof) -> bool:
+    """Move (unrecorded) to ``position``: above it at a height clear of the cubes, then down."""
+    above = np.array([position[0], position[1], max(position[2], 0.12)])
+    for waypoint in (above, position):
+        if not client.home(waypoint, proof.expert, proof.home_tolerance_m, proof.home_timeout_s):
+            return False
+    return True
+
+
 def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, update_custom_data, args) -> dict:
     """One demonstration from the homed arm: reset the cubes, record the expert, keep or discard."""
     cfg = proof.expert
     layout, resets = client.reset_world(task.layout_ok, proof.max_layout_attempts)
+    expert = ScriptedExpert(task, cfg, rng)
+    start_kind = "home"
+    fraction = proof.near_goal_start_fraction if args.near_goal_fraction is None else args.near_goal_fraction
+    # No draw at fraction 0: recordings made before near-goal starts existed replay seed for seed.
+    if fraction > 0.0 and rng.uniform() < fraction:
+        position = near_goal_start(expert, layout, rng, proof.near_goal_distance_m, proof.near_goal_height_m)
+        if position is None:
+            print("[record] no near-goal start clear of both cubes for this layout; starting at home", flush=True)
+        elif _move_to_start(client, position, proof):
+            start_kind = "near_goal"
+        else:
+            print(f"[record] warning: the arm did not reach the near-goal start {np.round(position, 3).tolist()} "
+                  f"(EE at {np.round(client.ee[1], 3).tolist()}); recording from there", flush=True)
+            start_kind = "near_goal_missed"
     client.spin_for(0.5)  # the (possibly lagging) cameras show the new layout before recording
     R = client.RecordEpisode.Request
     start = client.call(client.episode_client, R(command=R.START, instruction=task.instruction))
     if not start.success:
         raise RuntimeError(f"recorder refused START: {start.message}")
     client.say(task.instruction)
-    expert = ScriptedExpert(task, cfg, rng)
     monitor = TaskMonitor(task)
     success_at: list[Optional[float]] = [None]
 
@@ -174,6 +198,7 @@ def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, upda
         update_custom_data(bag, {
             "vpp.outcome": "success", "vpp.task": task.name, "vpp.source": "scripted expert (vpp_sim.expert)",
             "vpp.layout": {k: [round(float(x), 4) for x in v] for k, v in layout.items()},
+            "vpp.start": start_kind,
         })
         gap = max_camera_gap_s(bag)
         if gap > proof.max_frame_gap_s:
@@ -183,7 +208,7 @@ def _record_episode(client: SimClient, task, proof, rng, out: pathlib.Path, upda
             ok, bag = False, None
             status, reason = "discarded", f"camera frames {gap * 1e3:.0f} ms apart (max {proof.max_frame_gap_s * 1e3:.0f} ms)"
     return {"task": task.name, "kept": ok, "status": status, "reason": reason,
-            "duration_s": round(duration, 2), "bag": bag.name if bag else None, "resets": resets,
+            "duration_s": round(duration, 2), "bag": bag.name if bag else None, "resets": resets, "start": start_kind,
             "recorder": stop.message}
 
 
@@ -216,6 +241,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--config", default="", help="node parameters (default config/panda.yaml)")
     parser.add_argument("--proof-config", default="", help="default config/sim_proof.yaml")
     parser.add_argument("--startup-timeout", type=float, default=240.0)
+    parser.add_argument("--near-goal-fraction", type=float, default=None,
+                        help="fraction of episodes started beside the goal instead of at home "
+                             "(default: near_goal_start_fraction of the proof config)")
     parser.add_argument("--max-restarts", type=int, default=10,
                         help="restarts of the simulated graph when the arm cannot be homed before giving up")
     args = parser.parse_args(argv)

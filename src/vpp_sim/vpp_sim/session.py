@@ -46,6 +46,9 @@ class SimProofConfig:
     max_frame_gap_s: float = 0.3
     eval_seed_offset: int = 100000
     video_views: tuple[str, ...] = ("static", "wrist")
+    near_goal_start_fraction: float = 0.0
+    near_goal_distance_m: tuple[float, float] = (0.03, 0.08)
+    near_goal_height_m: tuple[float, float] = (0.005, 0.07)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
 
 
