@@ -6,11 +6,13 @@ its own executor on the shared connection. All waits are in robot time (the exec
 
 from __future__ import annotations
 
+import pathlib
 import threading
 import time
 
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
@@ -32,6 +34,7 @@ from vpp_hardware.executor import (  # noqa: E402
 )
 
 RATE_HZ = 100.0
+PANDA_YAML = pathlib.Path(__file__).resolve().parents[3] / "config" / "panda.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +354,39 @@ def test_franky_arm_config_refuses_malformed_posture_and_joint_limits():
     with pytest.raises(ValueError, match="lower < upper"):
         FrankyArmConfig(joint_limits_lower_rad=(1.0,) * 7, joint_limits_upper_rad=(-1.0,) * 7)
     FrankyArmConfig(joint_limits_lower_rad=(-1.0,) * 7, joint_limits_upper_rad=(1.0,) * 7)
+
+
+#: Joints of the simulated FR3 at the end of a push (hand 2 cm above the table at x 0.5 m, wrist
+#: bent: joint 6 at 2.81 rad), logged in a recording where the arm then flailed.
+LOW_REACH_JOINTS_RAD = (-0.19, 0.5, 0.1, -2.31, 0.06, 2.81, 0.62)
+
+
+@pytest.mark.parametrize("error_m", [(0.0, 0.05, 0.0), (0.0, -0.08, 0.03)])
+def test_a_pose_error_at_a_low_reach_settles_instead_of_flailing(error_m):
+    """With config/panda.yaml's arm settings, a 5-9 cm pose error (what a cube letting go of the
+    pushing hand leaves) is pulled back and settles. Without the error clip the simulated arm
+    swung up to 80 cm away and never settled from the same start."""
+    arm_settings = yaml.safe_load(PANDA_YAML.read_text())["franka_executor"]["ros__parameters"]["arm"]
+    assert arm_settings.get("translational_error_clip_m"), "panda.yaml no longer clips the pose error"
+    with FrankySimServer(mode="inprocess", realtime=False, initial_joint_positions=LOW_REACH_JOINTS_RAD) as server:
+        arm = FrankyArm(FrankyArmConfig.from_dict({**arm_settings, "host": server.hostname, "ignore_realtime": True}))
+        arm.connect()
+        try:
+            start = arm.read_state()
+            target = start.ee_pose.copy()
+            target[:3, 3] += np.asarray(error_m)
+            worst_m, joints = 0.0, []
+            while True:  # a fixed target streamed every control cycle, as a holding executor does
+                arm.stream_target(target)
+                state = arm.read_state()
+                if state.time_s - start.time_s > 4.0:
+                    break
+                worst_m = max(worst_m, float(np.linalg.norm(state.ee_pose[:3, 3] - target[:3, 3])))
+                joints.append(state.joint_positions)
+        finally:
+            arm.disconnect()
+    error = float(np.linalg.norm(error_m))
+    assert worst_m < error + 0.01, f"the hand went {worst_m * 100:.1f} cm from a target {error * 100:.1f} cm away"
+    assert float(np.linalg.norm(state.ee_pose[:3, 3] - target[:3, 3])) < 0.005
+    last_second = np.asarray(joints[-int(len(joints) / 4):])
+    assert np.ptp(last_second, axis=0).max() < 0.01  # at rest, not oscillating
