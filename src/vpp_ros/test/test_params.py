@@ -43,7 +43,7 @@ def test_executor_parameters_from_yaml_through_ros(ros_context):
     assert via_ros.safety.workspace_min_m == (0.25, -0.45, 0.05)
     assert via_ros.watchdog.command_timeout_s == pytest.approx(0.3)
     assert via_ros.clock == "wall" and via_ros.blend_steps == 2
-    assert arm.translational_stiffness == 2000.0 and arm.translational_error_clip_m is None
+    assert arm.translational_stiffness == 2000.0 and arm.translational_error_clip_m == (0.03, 0.03, 0.03)
     # Descriptions come from the dataclasses' documentation, so `ros2 param describe` explains them.
     assert "control ticks" in descriptor.description
 
