@@ -85,6 +85,24 @@ def test_datasets_cut_clips_and_observations(dataset_root):
     assert item["instruction"] == INSTRUCTIONS[0]
 
 
+def test_observations_can_take_every_kth_frame_with_its_full_action_chunk(dataset_root):
+    dataset = VPPDataset(dataset_root)
+    normalizers = dataset.normalizers()
+    lengths = [episode.length for episode in dataset.episodes]
+    every_third = ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False, frame_step=3)
+    assert len(every_third) == sum(-(-length // 3) for length in lengths) < dataset.num_frames
+    firsts = -(-lengths[0] // 3)
+    assert [every_third[i]["frame"] for i in range(firsts)] == list(range(0, lengths[0], 3))
+    second = every_third[firsts + 1]
+    assert (second["episode"], second["frame"]) == (1, 3)
+    episode = dataset.load_episode(1)
+    np.testing.assert_allclose(second["actions"].numpy(), normalizers["actions"].normalize(episode.actions[3].astype(np.float64)), atol=1e-6)
+    everything = ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False)
+    assert torch.equal(second["images"], everything[lengths[0] + 3]["images"])
+    with pytest.raises(ValueError, match="frame step"):
+        ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False, frame_step=0)
+
+
 def test_stage1_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):
     config = _stage1_config(dataset_root, tmp_path)
     tvp = build_initial_tvp(config)

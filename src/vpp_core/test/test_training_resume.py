@@ -4,6 +4,7 @@ same losses as computing features on the fly, config overrides and the learning-
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -150,6 +151,20 @@ def test_resume_continues_exactly_and_cache_hits_give_the_same_losses(toy_root, 
     # Without the cache the features are computed on the fly: the same losses (up to float noise).
     uncached = train_stage2(_config(toy_root, tmp_path / "uncached", cache, "feature_cache.enabled=false", "run.max_steps=2"))
     np.testing.assert_allclose(uncached.losses, full.losses[:2], rtol=1e-4)
+
+
+def test_stage2_on_every_kth_frame_caches_only_those_frames(toy_root, tmp_path):
+    cache = tmp_path / "cache"
+    full = train_stage2(_config(toy_root, tmp_path / "all", cache, "run.max_steps=2"))
+    sparse = train_stage2(_config(toy_root, tmp_path / "sparse", cache, "run.max_steps=2", "data.sample_every=3"))
+    metas = {json.loads(meta.read_text())["frames"]: meta.parent.name for meta in cache.glob("*/meta.json")}
+    # 4 episodes of 12 frames: all 48, or frames 0, 3, 6, 9 of each; two caches side by side.
+    assert sorted(metas) == [16, 48]
+    assert np.all(np.isfinite(sparse.losses)) and not np.allclose(sparse.losses, full.losses)
+    # The cached sparse features are looked up for the same frames the uncached run computes.
+    uncached = train_stage2(_config(toy_root, tmp_path / "uncached", cache, "run.max_steps=2", "data.sample_every=3",
+                                    "feature_cache.enabled=false"))
+    np.testing.assert_allclose(uncached.losses, sparse.losses, rtol=1e-4)
 
 
 def test_fresh_start_refuses_a_run_dir_with_checkpoints(toy_root, tmp_path):

@@ -62,6 +62,10 @@ class DataConfig:
     # Stage 1: a clip of num_frames frames t, t + s, ..., t + (num_frames - 1) s (s = frame_stride),
     # repeating the last frame past the episode end; its first frame is the condition.
     frame_stride: int = 1
+    # Stage 2: train on frames 0, k, 2k, ... of each episode (k = sample_every), each with its full
+    # action chunk. Neighbouring frames at the recording rate are near duplicates, and with a
+    # feature cache, building it (one TVP pass per frame) is most of stage 2's time on a CPU.
+    sample_every: int = 1
     # Episodes held out of training (by index) for evaluation; empty: train on all.
     exclude_episodes: tuple[int, ...] = ()
     num_workers: int = 0

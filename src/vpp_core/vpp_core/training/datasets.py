@@ -93,18 +93,23 @@ def _split_key(key: ItemKey) -> tuple[int, int]:
 
 
 class _EpisodeIndex:
-    """Flat index over the frames of the selected episodes."""
+    """Flat index over the frames of the selected episodes: frames 0, k, 2k, ... of each (k = ``every``)."""
 
-    def __init__(self, dataset: Any, exclude: Sequence[int]) -> None:
+    def __init__(self, dataset: Any, exclude: Sequence[int], every: int = 1) -> None:
+        if int(every) < 1:
+            raise ValueError(f"a frame step must be >= 1, got {every}")
+        self.every = int(every)
         excluded = {int(e) for e in exclude}
         self.episodes = [i for i in range(len(dataset.episodes)) if i not in excluded]
         if not self.episodes:
             raise ValueError("no episodes left for training (all excluded?)")
         self.lengths = [int(dataset.episodes[i].length) for i in self.episodes]
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        indexed = [-(-length // self.every) for length in self.lengths]
+        self.offsets = np.concatenate([[0], np.cumsum(indexed)]).astype(np.int64)
 
     @property
     def num_frames(self) -> int:
+        """How many frames the index covers (all of them when ``every`` is 1)."""
         return int(self.offsets[-1])
 
     def locate(self, flat: int) -> tuple[int, int]:
@@ -112,7 +117,7 @@ class _EpisodeIndex:
         if not 0 <= flat < self.num_frames:
             raise IndexError(flat)
         position = int(np.searchsorted(self.offsets, flat, side="right") - 1)
-        return self.episodes[position], flat - int(self.offsets[position])
+        return self.episodes[position], (flat - int(self.offsets[position])) * self.every
 
 
 class _ImageSource:
@@ -193,7 +198,9 @@ class ObservationDataset(Dataset):
     (when the policy uses proprio), "instruction", "episode", "frame", "flat"}.
 
     ``normalizers`` are the data set's (``VPPDataset.normalizers()``); with ``load_images=False``
-    the images are left out (training from cached features, looked up by "flat").
+    the images are left out (training from cached features, looked up by "flat"). With
+    ``frame_step`` k only frames 0, k, 2k, ... of each episode are items (each with its full
+    action chunk).
     """
 
     def __init__(
@@ -207,10 +214,11 @@ class ObservationDataset(Dataset):
         augment: Optional[AugmentConfig] = None,
         episode_cache: int = 64,
         load_images: bool = True,
+        frame_step: int = 1,
     ) -> None:
         # Without images (cached features) only the parquet part of an episode is read.
         self.source = _ImageSource(dataset, image_size, views, episode_cache, load_frames=load_images)
-        self.index = _EpisodeIndex(dataset, exclude_episodes)
+        self.index = _EpisodeIndex(dataset, exclude_episodes, frame_step)
         self.normalizers = normalizers
         self.use_proprio = use_proprio
         if use_proprio and "proprio" not in normalizers:

@@ -203,6 +203,7 @@ def feature_statistics(
         plain = ObservationDataset(
             observations.source.dataset, policy.image_size, config.data.views, observations.normalizers,
             observations.use_proprio, config.data.exclude_episodes, None, config.data.episode_cache, load_images=True,
+            frame_step=config.data.sample_every,
         )
     for start in range(0, len(chosen), batch_size):
         indices = chosen[start : start + batch_size]
@@ -274,6 +275,7 @@ def train_stage2(config: Stage2Config) -> TrainResult:
             augment=config.data.augment,
             episode_cache=config.data.episode_cache,
             load_images=not cache_cfg.enabled,
+            frame_step=config.data.sample_every,
         )
         device = accelerator.device
         policy.tvp.to(device)
@@ -290,6 +292,9 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                 "dtype": cache_cfg.dtype,
                 "layout": "residuals-from-first-batch-mean",
             }
+            if config.data.sample_every != 1:
+                # Only when set, so that caches built before the option existed stay valid.
+                parts["sample_every"] = int(config.data.sample_every)
             key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
             directory = Path(cache_cfg.directory) if cache_cfg.directory else output_dir / "feature_cache"
             cache = FeatureCache(directory, key, parts)
@@ -299,6 +304,7 @@ def train_stage2(config: Stage2Config) -> TrainResult:
                     builder = ObservationDataset(
                         dataset, policy.image_size, config.data.views, normalizers, use_proprio,
                         config.data.exclude_episodes, None, config.data.episode_cache, load_images=True,
+                        frame_step=config.data.sample_every,
                     )
                     cache.build(builder, policy, texts, run.batch_size, cache_cfg.dtype, device, accelerator.autocast)
                 accelerator.wait_for_everyone()
