@@ -103,6 +103,11 @@ def test_observations_can_take_every_kth_frame_with_its_full_action_chunk(datase
         ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False, frame_step=0)
 
 
+def test_stage1_refuses_the_stage2_frame_sampling_setting(dataset_root, tmp_path):
+    with pytest.raises(ValueError, match="stage-2 setting"):
+        train_stage1(_stage1_config(dataset_root, tmp_path, "data.sample_every=2"))
+
+
 def test_stage1_loss_falls_on_a_repeated_batch(dataset_root, tmp_path):
     config = _stage1_config(dataset_root, tmp_path)
     tvp = build_initial_tvp(config)

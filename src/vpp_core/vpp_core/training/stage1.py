@@ -192,6 +192,11 @@ def train_stage1(config: Stage1Config) -> "TrainResult":
     configure_logging()
     if not 0.0 <= config.loss.feature_sigma_fraction <= 1.0:
         raise ValueError(f"loss.feature_sigma_fraction must be within [0, 1], got {config.loss.feature_sigma_fraction}")
+    if config.data.sample_every != 1:
+        raise ValueError(
+            f"data.sample_every={config.data.sample_every} is a stage-2 setting (stage 1 cuts a clip at every frame); "
+            "remove it here, or set data.frame_stride for the spacing of a clip's frames"
+        )
     run = config.run
     if run.torch_threads > 0:
         torch.set_num_threads(run.torch_threads)
