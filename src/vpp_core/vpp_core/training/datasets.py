@@ -226,6 +226,16 @@ class ObservationDataset(Dataset):
         self.augment = augment or AugmentConfig()
         self.load_images = load_images
         self.instructions = [dataset.episodes[i].instruction for i in range(len(dataset.episodes))]
+        self._exclude_episodes = tuple(exclude_episodes)
+        self._episode_cache = episode_cache
+
+    def with_images(self) -> "ObservationDataset":
+        """The same items (same flat indices) with images and without augmentation: what the TVP's
+        features are computed from, for the feature cache and the feature statistics."""
+        return ObservationDataset(
+            self.source.dataset, self.source.image_size, self.views, self.normalizers, self.use_proprio,
+            self._exclude_episodes, None, self._episode_cache, load_images=True, frame_step=self.index.every,
+        )
 
     @property
     def views(self) -> tuple[str, ...]:

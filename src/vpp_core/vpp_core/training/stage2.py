@@ -200,11 +200,7 @@ def feature_statistics(
     batch_size = config.run.batch_size
     plain = None
     if cache is None:
-        plain = ObservationDataset(
-            observations.source.dataset, policy.image_size, config.data.views, observations.normalizers,
-            observations.use_proprio, config.data.exclude_episodes, None, config.data.episode_cache, load_images=True,
-            frame_step=config.data.sample_every,
-        )
+        plain = observations.with_images()
     for start in range(0, len(chosen), batch_size):
         indices = chosen[start : start + batch_size]
         if cache is not None:
@@ -301,12 +297,8 @@ def train_stage2(config: Stage2Config) -> TrainResult:
             if not cache.complete:
                 if accelerator.is_main_process:
                     LOG.info("stage 2: building the feature cache %s (%d frames)", cache.root, len(observations))
-                    builder = ObservationDataset(
-                        dataset, policy.image_size, config.data.views, normalizers, use_proprio,
-                        config.data.exclude_episodes, None, config.data.episode_cache, load_images=True,
-                        frame_step=config.data.sample_every,
-                    )
-                    cache.build(builder, policy, texts, run.batch_size, cache_cfg.dtype, device, accelerator.autocast)
+                    cache.build(observations.with_images(), policy, texts, run.batch_size, cache_cfg.dtype, device,
+                                accelerator.autocast)
                 accelerator.wait_for_everyone()
             elif accelerator.is_main_process:
                 LOG.info("stage 2: feature cache hit %s", cache.root)
