@@ -103,6 +103,31 @@ def test_observations_can_take_every_kth_frame_with_its_full_action_chunk(datase
         ObservationDataset(dataset, 64, ["static", "wrist"], normalizers, use_proprio=False, frame_step=0)
 
 
+def test_feature_cache_training_reads_each_episode_table_once(dataset_root):
+    """Training from cached features draws frames at random across episodes: with images left out,
+    the store keeps every episode's table whatever episode_cache says (with images it stays an LRU)."""
+    dataset = VPPDataset(dataset_root)
+    reads: list[int] = []
+    original = dataset.load_episode
+
+    def counting_load(i, *args, **kwargs):
+        reads.append(i)
+        return original(i, *args, **kwargs)
+
+    dataset.load_episode = counting_load
+    observations = ObservationDataset(dataset, 64, ["static", "wrist"], dataset.normalizers(), use_proprio=False,
+                                      episode_cache=1, load_images=False)
+    first_of_second = dataset.episodes[0].length
+    for flat in (0, first_of_second, 1, first_of_second + 1, 2):
+        assert "images" not in observations[flat]
+    assert sorted(reads) == [0, 1]
+    with_images = observations.with_images()
+    reads.clear()
+    for flat in (0, first_of_second, 1):
+        with_images[flat]
+    assert reads == [0, 1, 0]
+
+
 def test_stage1_refuses_the_stage2_frame_sampling_setting(dataset_root, tmp_path):
     with pytest.raises(ValueError, match="stage-2 setting"):
         train_stage1(_stage1_config(dataset_root, tmp_path, "data.sample_every=2"))
