@@ -128,8 +128,9 @@ def test_teleoperated_episode_becomes_a_dataset_episode(tmp_path):
     config = load_config(image_size=64)
     # The simulated cameras render at 10 Hz, the dataset's rate, and five processes share two
     # cores here: a late render puts a tick up to a period from its nearest frame, and the
-    # executor's 50 Hz state stream has paused for up to ~0.4 s in CI, beyond the converter's defaults (50 ms,
-    # 0.1 s). What is tested here is the teleop -> recorder -> converter chain, not the sim's timing.
+    # executor's 50 Hz state stream has paused for up to ~0.4 s in CI, beyond the converter's
+    # defaults (50 ms, 0.1 s). What is tested here is the teleop -> recorder -> converter chain,
+    # not the sim's timing.
     config.sync = dataclasses.replace(config.sync, max_camera_skew_s=0.2, max_camera_gap_s=1.0,
                                       max_state_gap_s=1.0)
     convert([bags], dataset_dir, "xhand", config=config, progress=False)
