@@ -17,6 +17,7 @@ from vpp_hardware.cameras.camera import CameraError, CameraNotConnectedError  # 
 from vpp_hardware.cameras.mujoco import MujocoCamera  # noqa: E402
 from vpp_hardware.sim import SimWorld, SimWorldConfig  # noqa: E402
 from vpp_hardware.sim.scene import look_at_xyaxes  # noqa: E402
+from vpp_hardware.sim.sim_world import reset_seed  # noqa: E402
 
 # 127.0.0.1 first (what the robot node uses by default); further loopback addresses only in
 # case another simulation on this machine holds ports 1337/1338 there.
@@ -177,6 +178,23 @@ def test_unseeded_resets_follow_the_world_seed():
         for name in pa:
             np.testing.assert_array_equal(pa[name].position, pb[name].position)
 
+
+
+def test_neighbouring_world_seeds_draw_different_reset_layouts():
+    # The simulation proof evaluates under layout seeds s, s + 1, ...: each must be a fresh sample
+    # of layouts, not the previous seed's shifted by one reset.
+    sampler = SimWorld(SimWorldConfig())
+
+    def red_cube_positions(world_seed):
+        return np.array([sampler._sample_object_poses(np.random.default_rng(reset_seed(world_seed, k)))["red_cube"].position
+                         for k in range(30)])
+
+    first, second = red_cube_positions(100000), red_cube_positions(100001)
+    closest = np.linalg.norm(first[:, None, :2] - second[None, :, :2], axis=-1).min()
+    assert closest > 1e-6
+    np.testing.assert_array_equal(red_cube_positions(100000), first)
+    with pytest.raises(ValueError, match=">= 0"):
+        reset_seed(-1, 0)
 
 def test_a_taken_host_fails_cleanly_or_falls_back(world):
     with pytest.raises(OSError):

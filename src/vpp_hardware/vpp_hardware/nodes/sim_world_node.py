@@ -23,7 +23,7 @@ from vpp_hardware.cameras.mujoco.configuration_mujoco import default_static_came
 from vpp_hardware.cameras.mujoco.camera_mujoco import MujocoCamera
 from vpp_hardware.nodes.camera_publishing import FramePublisher, camera_info_msg
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
-from vpp_hardware.sim.sim_world import SimWorld
+from vpp_hardware.sim.sim_world import SimWorld, reset_seed
 from vpp_ros.node_main import run_node
 from vpp_ros.params import declare_dataclass_parameters
 from vpp_ros.qos import SENSOR_QOS
@@ -35,7 +35,7 @@ class SimWorldNodeConfig:
     realtime: bool = field(default=True, metadata={"help": "pace physics against the host clock"})
     command_wait_s: float = field(default=0.05, metadata={
         "help": "during a motion, longest wait per physics step for the libfranka client's command [s]; 0: never wait"})
-    seed: int = field(default=0, metadata={"help": "seed of the object placement on start and resets"})
+    seed: int = field(default=0, metadata={"help": "seed (>= 0) of the object placement on start and resets"})
     image_width: int = field(default=256, metadata={"help": "rendered image width [px]"})
     image_height: int = field(default=256, metadata={"help": "rendered image height [px]"})
     fps: float = field(default=10.0, metadata={"help": "camera rate in simulated time [Hz]"})
@@ -110,7 +110,7 @@ class SimWorldServices:
 
     def _on_reset(self, request, response):
         self._resets += 1
-        poses = self.world.reset(seed=self.cfg.seed + self._resets)
+        poses = self.world.reset(seed=reset_seed(self.cfg.seed, self._resets))
         response.success = True
         response.message = ", ".join(f"{n} at ({p.position[0]:.3f}, {p.position[1]:.3f})" for n, p in poses.items())
         return response
@@ -140,7 +140,7 @@ class SimWorldNode(SimWorldServices, Node):
         self.get_logger().info(f"starting the simulated world (franky-sim on {cfg.host}, MuJoCo cameras "
                                f"{cfg.image_width}x{cfg.image_height} at {cfg.fps:g} Hz)")
         self.world.start()
-        self.world.reset(seed=cfg.seed)
+        self.world.reset(seed=reset_seed(cfg.seed, 0))
         self._start_cameras(*cameras)
         self._start_object_services()
         self.get_logger().info(f"simulated world ready: robot at {self.world.host}, objects "

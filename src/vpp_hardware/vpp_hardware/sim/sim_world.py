@@ -40,7 +40,7 @@ from vpp_hardware.cameras.mujoco.configuration_mujoco import MujocoCameraConfig
 from vpp_hardware.sim.configuration_sim import SimWorldConfig
 from vpp_hardware.sim.scene import ROBOT_PREFIX, build_tabletop, object_joint_name
 
-__all__ = ["ObjectPose", "SimWorld", "SimWorldStats"]
+__all__ = ["ObjectPose", "SimWorld", "SimWorldStats", "reset_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,18 @@ _MAX_CATCH_UP_S = 0.05  # further behind than this, the pacer stops trying to ca
 # Consecutive unanswered states after which a client counts as gone (hung, or killed without
 # closing its motion): the physics stops waiting for it until it answers again.
 _MAX_UNANSWERED_STATES = 20
+
+
+def reset_seed(world_seed: int, reset_index: int) -> int:
+    """Seed of reset number ``reset_index`` of a world seeded ``world_seed`` (both >= 0).
+
+    Mixed rather than added: with ``world_seed + reset_index``, worlds seeded s and s + 1 replayed
+    each other's layouts one reset apart, so evaluations under neighbouring seeds were not
+    independent samples.
+    """
+    if world_seed < 0 or reset_index < 0:
+        raise ValueError(f"seeds must be >= 0, got world seed {world_seed} and reset index {reset_index}")
+    return int(np.random.SeedSequence([int(world_seed), int(reset_index)]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
