@@ -179,7 +179,6 @@ def test_unseeded_resets_follow_the_world_seed():
             np.testing.assert_array_equal(pa[name].position, pb[name].position)
 
 
-
 def test_neighbouring_world_seeds_draw_different_reset_layouts():
     # The simulation proof evaluates under layout seeds s, s + 1, ...: each must be a fresh sample
     # of layouts, not the previous seed's shifted by one reset.
@@ -195,6 +194,7 @@ def test_neighbouring_world_seeds_draw_different_reset_layouts():
     np.testing.assert_array_equal(red_cube_positions(100000), first)
     with pytest.raises(ValueError, match=">= 0"):
         reset_seed(-1, 0)
+
 
 def test_a_taken_host_fails_cleanly_or_falls_back(world):
     with pytest.raises(OSError):
